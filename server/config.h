@@ -1,0 +1,56 @@
+/*
+ * config.h -- inkwire's configuration, read from the environment.
+ *
+ * srv_config_load() never prints and never exits: it returns -1 and writes one
+ * clear line into err, and main() prints it and stops. The lookup function is
+ * injected so the unit tests can feed any environment.
+ */
+#ifndef INKWIRE_CONFIG_H
+#define INKWIRE_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "tenants/tenants.h"
+
+#define SRV_MAX_ORIGINS 32
+
+typedef struct srv_config {
+    char listen_host[64];      /* INKWIRE_LISTEN host part, default "127.0.0.1" */
+    int listen_port;           /* INKWIRE_LISTEN port part, default 8080 */
+    char *database_url;        /* INKWIRE_DATABASE_URL, required */
+    char *redis_url;           /* INKWIRE_REDIS_URL, NULL = single node */
+    tenant_alg jwt_alg;        /* INKWIRE_JWT_ALG, default HS256 */
+    char *jwt_key;             /* INKWIRE_JWT_KEY, required (HS secret or PEM path) */
+    char *api_key;             /* INKWIRE_API_KEY, required, >= 16 bytes */
+    char node_id[64];          /* INKWIRE_NODE_ID, default "<hostname>-<pid>" */
+    char *tls_cert;            /* INKWIRE_TLS_CERT, both or neither */
+    char *tls_key;             /* INKWIRE_TLS_KEY */
+    char *allowed_origins[SRV_MAX_ORIGINS]; /* INKWIRE_ALLOWED_ORIGINS, comma separated */
+    int n_allowed_origins;     /* 0 = accept any Origin */
+    size_t max_message;        /* INKWIRE_MAX_MESSAGE bytes, default 65536 (1024..16 MiB) */
+    unsigned max_inflight;     /* INKWIRE_MAX_INFLIGHT per socket, default 64 (1..4096) */
+    unsigned auth_timeout_ms;  /* INKWIRE_AUTH_TIMEOUT_MS, default 10000 */
+    size_t sendq_max_bytes;    /* INKWIRE_SENDQ_BYTES per socket, default 1 MiB */
+    unsigned sendq_max_frames; /* INKWIRE_SENDQ_FRAMES per socket, default 4096 */
+    unsigned db_pool;          /* INKWIRE_DB_POOL connections, default 4 (1..64) */
+    unsigned db_connect_timeout_s; /* INKWIRE_DB_CONNECT_TIMEOUT_S start-up retry window, default 15 */
+    int log_level;             /* INKWIRE_LOG_LEVEL: 0 error, 1 warn, 2 info (default), 3 debug */
+} srv_config;
+
+/* Returns the value of an environment variable, or NULL. */
+typedef const char *(*srv_getenv_fn)(const char *name, void *ud);
+
+/*
+ * srv_config_load -- fill *c from the environment via get(name, ud).
+ * Validates everything it can without I/O except: an RS256/ES256 key path
+ * must be readable (checked by opening it). Returns 0, or -1 with one line in err.
+ * On success the caller owns the strings: free them with srv_config_free().
+ */
+int srv_config_load(srv_config *c, srv_getenv_fn get, void *ud, char *err, size_t errlen);
+void srv_config_free(srv_config *c);
+
+/* The --help text: usage and every variable with its default. */
+void srv_config_usage(FILE *out, const char *argv0);
+
+#endif /* INKWIRE_CONFIG_H */

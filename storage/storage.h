@@ -1,0 +1,109 @@
+/*
+ * storage.h -- PostgreSQL access for inkwire: migrations at start-up, then
+ * asynchronous pipelined transactions on the server's libuv loop.
+ *
+ * Every transaction is tenant-scoped: store_tx() wraps the caller's
+ * statements in
+ *     BEGIN;
+ *     SELECT set_config('inkwire.studio_id', <studio_id>, true);
+ *     <statements...>
+ *     COMMIT;
+ * on connections whose role is the application role `inkwire_app`, which owns
+ * nothing and is subject to the FORCEd row-level security policies created by
+ * the migrations (DESIGN.md). The SQL must still carry studio_id in its WHERE
+ * clauses: RLS is the second lock, not the first.
+ *
+ * Nothing here blocks the loop after store_open() returns: each pool
+ * connection runs in libpq pipeline mode and is polled with uv_poll.
+ * Connections that break are re-established in the background with backoff;
+ * while none is up, store_tx() fails fast with STORE_E_UNAVAILABLE.
+ */
+#ifndef INKWIRE_STORAGE_H
+#define INKWIRE_STORAGE_H
+
+#include <stddef.h>
+
+#include <libpq-fe.h>
+#include <uv.h>
+
+typedef struct store store;
+
+/* Result status of a transaction (store_res.status). */
+enum {
+    STORE_OK = 0,
+    STORE_E_UNAVAILABLE = -1, /* no connection / connection lost: nothing was committed
+                                 that the caller was told about; retry later (503) */
+    STORE_E_CONSTRAINT = -2,  /* SQLSTATE class 23 (unique, FK, check, exclusion) */
+    STORE_E_CONFLICT = -3,    /* 40001 serialization failure, 40P01 deadlock */
+    STORE_E_QUERY = -4,       /* any other SQL error (a bug, or bad input that slipped through) */
+    STORE_E_BUSY = -5,        /* the submit queue is full (backpressure) */
+};
+
+typedef struct store_stmt {
+    const char *sql;             /* static text with $1..$n */
+    int nparams;
+    const char *const *values;   /* NULL entry = SQL NULL; copied by store_tx */
+    const int *lengths;          /* needed only for binary params; may be NULL */
+    const int *formats;          /* 1 = binary param; may be NULL (all text) */
+} store_stmt;
+
+typedef struct store_res {
+    int status;                  /* STORE_OK or STORE_E_* */
+    char sqlstate[6];            /* "" when not from the server */
+    const char *message;         /* human text, never NULL */
+    const char *constraint;      /* violated constraint name, or NULL */
+    int n;                       /* number of caller statements */
+    PGresult *const *res;        /* res[i]: result of stmts[i] (text format);
+                                    valid only when status == STORE_OK, and only
+                                    until the callback returns */
+} store_res;
+
+/* Called exactly once per accepted transaction, on the loop thread. */
+typedef void (*store_cb)(const store_res *r, void *privdata);
+
+typedef struct store_opts {
+    const char *conninfo;        /* libpq URI or key=value string */
+    unsigned pool_size;          /* async connections (default 4) */
+    unsigned connect_timeout_s;  /* how long store_open keeps retrying (default 15) */
+    unsigned queue_max;          /* jobs queued per connection before STORE_E_BUSY (default 20000) */
+} store_opts;
+
+/*
+ * store_open -- connect (retrying for connect_timeout_s), apply the
+ * migrations in storage/migrations/ (embedded at build time) in order under an
+ * advisory lock, recording them in inkwire_migrations, then start the async
+ * pool on `loop`. Blocking: call once at start-up, before the loop runs.
+ * Returns NULL and one clear line in err on failure.
+ */
+store *store_open(uv_loop_t *loop, const store_opts *o, char *err, size_t errlen);
+
+/* Close every connection; pending callbacks fire with STORE_E_UNAVAILABLE. */
+void store_close(store *s);
+
+/* 1 when at least one pool connection is up. */
+int store_is_up(const store *s);
+
+/*
+ * store_tx -- run stmts[0..n) in one transaction for studio_id (a UUID string).
+ * Copies everything it needs before returning. Returns 0 and later calls
+ * cb(res, privdata) exactly once; or returns STORE_E_UNAVAILABLE / STORE_E_BUSY
+ * immediately and never calls cb.
+ */
+int store_tx(store *s, const char *studio_id, const store_stmt *stmts, int n,
+             store_cb cb, void *privdata);
+
+/*
+ * store_ping -- `SELECT 1` on a live connection (for /readyz). Same contract
+ * as store_tx, no tenant.
+ */
+int store_ping(store *s, store_cb cb, void *privdata);
+
+/* Counters for /metrics. */
+typedef struct store_stats {
+    unsigned conns_up;
+    unsigned long long tx_ok, tx_failed, reconnects;
+    unsigned queued;             /* jobs submitted and not yet answered */
+} store_stats;
+void store_get_stats(const store *s, store_stats *out);
+
+#endif /* INKWIRE_STORAGE_H */
