@@ -354,6 +354,17 @@ static size_t utf8_cut(const char *s, size_t len, size_t max)
 /* ----------------------------------------------------------- verifier */
 
 /*
+ * jwt__clear_claims -- zero *c, but with role = client: TENANT_ROLE_OWNER is
+ * 0, so plain zeroed claims would read as the most privileged role to a
+ * caller that forgot to check the return code. Fail to least privilege.
+ */
+static void jwt__clear_claims(tenant_claims *c)
+{
+    memset(c, 0, sizeof *c);
+    c->role = TENANT_ROLE_CLIENT;
+}
+
+/*
  * tenant_jwt_new -- see tenants.h. The HS secret is copied (and wiped on
  * free); an RS/ES public key is read once here and never again.
  */
@@ -590,8 +601,8 @@ out:
  * tenant_jwt_verify -- see tenants.h. Order of checks: size and shape,
  * header alg (our own decode), our own HMAC for HS256, libjwt's decode and
  * signature check, libjwt's idea of the alg, then the claims from the
- * payload bytes the signature covers. *out is zeroed first and stays zeroed
- * on any failure.
+ * payload bytes the signature covers. *out is cleared first and stays cleared
+ * on any failure (see jwt__clear_claims).
  */
 int tenant_jwt_verify(const tenant_jwt *v, const char *token, size_t len, int64_t now_s,
                       tenant_claims *out, const char **why)
@@ -601,7 +612,7 @@ int tenant_jwt_verify(const tenant_jwt *v, const char *token, size_t len, int64_
         why = &dummy;
     *why = "ok";
     if (out != NULL)
-        memset(out, 0, sizeof *out);
+        jwt__clear_claims(out);
     if (v == NULL || token == NULL || out == NULL) {
         *why = "no verifier or no token";
         return TENANT_JWT_E_MALFORMED;
@@ -668,7 +679,7 @@ int tenant_jwt_verify(const tenant_jwt *v, const char *token, size_t len, int64_
 
     rc = check_claims(token + dot[0] + 1, dot[1] - dot[0] - 1, now_s, out, why);
     if (rc != TENANT_JWT_OK)
-        memset(out, 0, sizeof *out);
+        jwt__clear_claims(out);
     return rc;
 }
 

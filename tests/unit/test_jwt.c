@@ -127,8 +127,13 @@ static void expect_hs(const char *header, const char *payload, int want)
     tenant_claims c;
     int rc = verify_str(v, tok, &c);
     assert_int_equal(rc, want);
-    if (want != TENANT_JWT_OK)
-        assert_string_equal(c.sub, ""); /* nothing leaks out on failure */
+    if (want != TENANT_JWT_OK) {
+        /* Nothing leaks out on failure, and the role fails to least privilege. */
+        assert_string_equal(c.sub, "");
+        assert_string_equal(c.tid, "");
+        assert_int_equal(c.role, TENANT_ROLE_CLIENT);
+        assert_int_equal(c.exp, 0);
+    }
     free(tok);
     tenant_jwt_free(v);
 }
@@ -881,6 +886,19 @@ static void test_roles_and_algs(void **state)
     assert_string_equal(tenant_alg_name(TENANT_ALG_RS256), "RS256");
 }
 
+static void test_null_arguments(void **state)
+{
+    (void)state;
+    tenant_jwt *v = hs_verifier();
+    tenant_claims c;
+    assert_int_equal(tenant_jwt_verify(NULL, "a.b.c", 5, NOW, &c, NULL), TENANT_JWT_E_MALFORMED);
+    assert_int_equal(tenant_jwt_verify(v, NULL, 5, NOW, &c, NULL), TENANT_JWT_E_MALFORMED);
+    assert_int_equal(tenant_jwt_verify(v, "a.b.c", 5, NOW, NULL, NULL), TENANT_JWT_E_MALFORMED);
+    assert_null(tenant_jwt_mint(TENANT_ALG_HS256, SECRET, NULL, NULL, 0));
+    tenant_jwt_free(v);
+    tenant_jwt_free(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -931,6 +949,7 @@ int main(void)
         cmocka_unit_test(test_rsa_key_for_es256),
         cmocka_unit_test(test_mint_rejects_bad_claims),
         cmocka_unit_test(test_roles_and_algs),
+        cmocka_unit_test(test_null_arguments),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
