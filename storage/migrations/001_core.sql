@@ -149,7 +149,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON
 TO inkwire_app;
 
 -- ------------------------------------------------------------------ row-level security
--- current_setting(..., true) is NULL when unset: then no row matches at all.
+-- current_setting(..., true) is NULL when the setting was never defined in the
+-- session, but '' once a transaction-local set_config() has ended on that
+-- (pooled) session; NULLIF maps both to NULL, so no row matches at all
+-- (instead of ''::uuid raising an error on a reused connection).
 DO $$
 DECLARE
     t text;
@@ -162,8 +165,8 @@ BEGIN
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format(
             'CREATE POLICY tenant_isolation ON %I
-                 USING (studio_id = current_setting(''inkwire.studio_id'', true)::uuid)
-                 WITH CHECK (studio_id = current_setting(''inkwire.studio_id'', true)::uuid)', t);
+                 USING (studio_id = NULLIF(current_setting(''inkwire.studio_id'', true), '''')::uuid)
+                 WITH CHECK (studio_id = NULLIF(current_setting(''inkwire.studio_id'', true), '''')::uuid)', t);
     END LOOP;
 END
 $$;
@@ -171,5 +174,5 @@ $$;
 ALTER TABLE studios ENABLE ROW LEVEL SECURITY;
 ALTER TABLE studios FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON studios
-    USING (id = current_setting('inkwire.studio_id', true)::uuid)
-    WITH CHECK (id = current_setting('inkwire.studio_id', true)::uuid);
+    USING (id = NULLIF(current_setting('inkwire.studio_id', true), '')::uuid)
+    WITH CHECK (id = NULLIF(current_setting('inkwire.studio_id', true), '')::uuid);
