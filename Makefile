@@ -40,12 +40,14 @@ LIB      := $(O)/libinkwire.a
 TOOL_SRCS := $(wildcard tools/*.c)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
+PG_SRCS   := $(wildcard tests/pg/test_*.c)
+PG_BINS   := $(PG_SRCS:tests/pg/%.c=$(O)/pgtests/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 MIGRATIONS := $(sort $(wildcard storage/migrations/*.sql))
 
-.PHONY: all run test unit unit-run asan fuzz fuzz-replay integration bench bootstrap clean help
-all: $(O)/inkwire $(O)/inkwire-token
+.PHONY: all run test pgtests unit unit-run asan fuzz fuzz-replay integration bench bootstrap clean help
+all: $(O)/inkwire $(O)/inkwire-token $(PG_BINS)
 
 help:
 	@sed -n '3,12p' Makefile
@@ -76,7 +78,13 @@ $(O)/tests/%: $(O)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+# Tests that need a real PostgreSQL (INKWIRE_TEST_DATABASE_URL); run by tools/run-integration.sh.
+$(O)/pgtests/%: $(O)/obj/tests/pg/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
 # ------------------------------------------------------------------ tests
+pgtests: $(PG_BINS)
 unit: $(UNIT_BINS)
 unit-run: unit
 	@sh tools/run-unit.sh $(UNIT_BINS)

@@ -2,15 +2,18 @@
  * storage.h -- PostgreSQL access for inkwire: migrations at start-up, then
  * asynchronous pipelined transactions on the server's libuv loop.
  *
- * Every transaction is tenant-scoped: store_tx() wraps the caller's
- * statements in
- *     BEGIN;
+ * Every transaction is tenant-scoped: store_tx() sends
  *     SELECT set_config('inkwire.studio_id', <studio_id>, true);
  *     <statements...>
- *     COMMIT;
- * on connections whose role is the application role `inkwire_app`, which owns
- * nothing and is subject to the FORCEd row-level security policies created by
- * the migrations (DESIGN.md). The SQL must still carry studio_id in its WHERE
+ *     Sync
+ * in libpq pipeline mode. PostgreSQL runs everything up to a Sync as one
+ * implicit transaction: it commits at the Sync, or rolls back entirely when
+ * any statement fails. (An explicit BEGIN/COMMIT would be wrong here: a
+ * failed job would leave the session in an aborted transaction and poison the
+ * next job in the pipeline. So LOCK TABLE and SAVEPOINT are not available.)
+ * Connections run as the application role `inkwire_app`, which owns nothing
+ * and is subject to the FORCEd row-level security policies created by the
+ * migrations (DESIGN.md). The SQL must still carry studio_id in its WHERE
  * clauses: RLS is the second lock, not the first.
  *
  * Nothing here blocks the loop after store_open() returns: each pool
@@ -105,5 +108,8 @@ typedef struct store_stats {
     unsigned queued;             /* jobs submitted and not yet answered */
 } store_stats;
 void store_get_stats(const store *s, store_stats *out);
+
+/* The SQL the server runs (statement texts and their columns). */
+#include "storage/sql.h"
 
 #endif /* INKWIRE_STORAGE_H */

@@ -1,0 +1,674 @@
+/*
+ * hub.c -- channels, subscriptions and fan-out inside one node; the index of
+ * sessions by tenant.
+ *
+ * Ordering. Durable events carry the per-channel seq assigned by PostgreSQL.
+ * Commit callbacks of different pool connections may arrive out of order, so
+ * a channel delivers strictly in seq order: it remembers the last delivered
+ * seq, holds early events in a small sorted buffer, and when a hole stays
+ * open for GAP_FILL_MS it reads the missing events from the event log (the
+ * database is the truth; a hole can only be an event that committed here but
+ * whose callback was lost, or one written by another node).
+ *
+ * The subscribe seam. A subscription is registered (not live) before its
+ * replay query is sent. Events the channel delivers meanwhile are held on
+ * the subscription. The query returns the channel head H and the events in
+ * (since, H] from one snapshot; the reply and the replay are sent, then the
+ * held events with seq > H, and the subscription goes live. Every event is
+ * either committed before the snapshot (seq <= H, replayed) or delivered
+ * after the registration (held or live): no gap, and the seq filter removes
+ * duplicates.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "server/srv_int.h"
+
+#define GAP_FILL_MS 150
+#define REPLAY_MAX 1000
+#define PEND_MAX 65536
+#define CHANNEL_MAX 80
+
+typedef struct pend_ev {
+    uint64_t seq;
+    srv_frame *f;
+} pend_ev;
+
+typedef struct srv_channel {
+    char key[37 + 1 + CHANNEL_MAX]; /* "<tid>|<name>" */
+    char tid[37];
+    char name[CHANNEL_MAX];
+    srv_sub *subs;
+    unsigned n_subs;
+    bool baseline;                 /* delivered is known */
+    uint64_t delivered;            /* last seq delivered in order */
+    pend_ev *pend;                 /* early events, sorted by seq */
+    unsigned n_pend, cap_pend;
+    lws_sorted_usec_list_t sul_gap;
+    bool gap_scheduled, gap_inflight;
+} srv_channel;
+
+static srv_map channels; /* key -> srv_channel */
+static srv_map tenants;  /* tid -> first srv_session of the tenant */
+
+static void channel_key(char *out, size_t n, const char *tid, const char *name)
+{
+    snprintf(out, n, "%s|%s", tid, name);
+}
+
+/* ================================================================== frames */
+
+srv_frame *srv_event_frame(const char *channel, const char *ev, uint64_t seq, int64_t ts,
+                           const void *data, size_t data_len)
+{
+    proto_buf b;
+    msgpack_packer pk;
+    if (srv_buf_init(&b) < 0)
+        return NULL;
+    proto_packer_init(&pk, &b);
+    proto_pack_event_head(&pk, channel, strlen(channel), ev, seq, ts);
+    proto_pack_raw(&pk, data, data_len);
+    srv_frame *f = srv_frame_from_buf(&b);
+    proto_buf_free(&b);
+    return f;
+}
+
+/* ================================================================== delivery */
+
+static void sub_hold(srv_sub *sub, uint64_t seq, srv_frame *f)
+{
+    if (sub->n_held == sub->cap_held) {
+        unsigned ncap = sub->cap_held ? sub->cap_held * 2 : 8;
+        srv_frame **nf = realloc(sub->held, ncap * sizeof *nf);
+        if (!nf)
+            goto fail;
+        sub->held = nf;
+        uint64_t *ns = realloc(sub->held_seq, ncap * sizeof *ns);
+        if (!ns)
+            goto fail;
+        sub->held_seq = ns;
+        sub->cap_held = ncap;
+    }
+    sub->held[sub->n_held] = srv_frame_ref(f);
+    sub->held_seq[sub->n_held] = seq;
+    sub->n_held++;
+    return;
+fail:
+    srv_session_close(sub->s, 1011, "out of memory");
+}
+
+static void sub_send(srv_sub *sub, uint64_t seq, srv_frame *f)
+{
+    if (seq) {
+        if (seq <= sub->last_seq)
+            return; /* already replayed or delivered */
+        sub->last_seq = seq;
+    }
+    srv_session_send(sub->s, f);
+    srv_g.m.deliveries++;
+}
+
+/* Hand one in-order event to every subscriber of ch. */
+static void deliver(srv_channel *ch, uint64_t seq, srv_frame *f)
+{
+    for (srv_sub *sub = ch->subs; sub; sub = sub->ch_next) {
+        if (sub->live)
+            sub_send(sub, seq, f);
+        else
+            sub_hold(sub, seq, f);
+    }
+}
+
+static void gap_cb(lws_sorted_usec_list_t *sul);
+
+static void schedule_gap_fill(srv_channel *ch)
+{
+    if (ch->gap_scheduled || ch->gap_inflight)
+        return;
+    ch->gap_scheduled = true;
+    lws_sul_schedule(srv_g.ctx, 0, &ch->sul_gap, gap_cb, GAP_FILL_MS * 1000);
+}
+
+/* Deliver what is now in order at the front of the pending buffer. */
+static void drain(srv_channel *ch)
+{
+    unsigned i = 0;
+    for (; i < ch->n_pend; i++) {
+        pend_ev *p = &ch->pend[i];
+        if (p->seq <= ch->delivered) {
+            srv_frame_unref(p->f);
+            continue;
+        }
+        if (p->seq != ch->delivered + 1)
+            break;
+        deliver(ch, p->seq, p->f);
+        ch->delivered = p->seq;
+        srv_frame_unref(p->f);
+    }
+    memmove(ch->pend, ch->pend + i, (ch->n_pend - i) * sizeof *ch->pend);
+    ch->n_pend -= i;
+    if (ch->n_pend && ch->baseline)
+        schedule_gap_fill(ch);
+}
+
+/* Insert a durable event (frame borrowed) into the sorted pending buffer. */
+static void pend_insert(srv_channel *ch, uint64_t seq, srv_frame *f)
+{
+    unsigned lo = 0, hi = ch->n_pend;
+    while (lo < hi) {
+        unsigned mid = (lo + hi) / 2;
+        if (ch->pend[mid].seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < ch->n_pend && ch->pend[lo].seq == seq)
+        return; /* duplicate */
+    if (ch->n_pend >= PEND_MAX) {
+        log_warn("channel %s: %u events pending behind a gap; dropping seq %llu (gap fill recovers it)",
+                 ch->key, ch->n_pend, (unsigned long long)seq);
+        return;
+    }
+    if (ch->n_pend == ch->cap_pend) {
+        unsigned ncap = ch->cap_pend ? ch->cap_pend * 2 : 8;
+        pend_ev *np = realloc(ch->pend, ncap * sizeof *np);
+        if (!np)
+            return;
+        ch->pend = np;
+        ch->cap_pend = ncap;
+    }
+    memmove(ch->pend + lo + 1, ch->pend + lo, (ch->n_pend - lo) * sizeof *ch->pend);
+    ch->pend[lo] = (pend_ev){ seq, srv_frame_ref(f) };
+    ch->n_pend++;
+}
+
+/* Accept a durable event for ch (frame borrowed). */
+static void channel_accept(srv_channel *ch, uint64_t seq, srv_frame *f)
+{
+    if (ch->baseline && seq <= ch->delivered)
+        return;
+    if (ch->baseline && seq == ch->delivered + 1) {
+        deliver(ch, seq, f);
+        ch->delivered = seq;
+        drain(ch);
+        return;
+    }
+    pend_insert(ch, seq, f);
+    if (ch->baseline)
+        schedule_gap_fill(ch);
+}
+
+static void channel_set_baseline(srv_channel *ch, uint64_t head)
+{
+    if (ch->baseline)
+        return;
+    ch->baseline = true;
+    ch->delivered = head;
+    drain(ch);
+}
+
+/* ================================================================== gap fill */
+
+typedef struct gap_ctx {
+    char key[sizeof ((srv_channel *)0)->key];
+    char name[CHANNEL_MAX];
+    uint64_t before;
+} gap_ctx;
+
+static void gap_done(const store_res *res, void *priv)
+{
+    gap_ctx *g = priv;
+    srv_channel *ch = srv_map_get(&channels, g->key);
+    if (!ch)
+        goto out;
+    ch->gap_inflight = false;
+    if (res->status != STORE_OK) {
+        log_warn("channel %s: gap fill failed (%s); retrying", g->key, res->message);
+        if (ch->n_pend)
+            schedule_gap_fill(ch);
+        goto out;
+    }
+    const PGresult *pg = res->res[0];
+    for (int i = 0; i < PQntuples(pg); i++) {
+        uint64_t seq = strtoull(PQgetvalue(pg, i, 0), NULL, 10);
+        size_t dlen = 0;
+        unsigned char *data = PQunescapeBytea((const unsigned char *)PQgetvalue(pg, i, 3), &dlen);
+        if (!data)
+            continue;
+        srv_frame *f = srv_event_frame(g->name, PQgetvalue(pg, i, 1), seq,
+                                       strtoll(PQgetvalue(pg, i, 2), NULL, 10), data, dlen);
+        PQfreemem(data);
+        if (f) {
+            channel_accept(ch, seq, f);
+            srv_frame_unref(f);
+        }
+    }
+    if (ch->n_pend && ch->pend[0].seq > ch->delivered + 1 && ch->pend[0].seq <= g->before) {
+        /* the log no longer has the missing events (retention): skip ahead */
+        log_warn("channel %s: events %llu..%llu are gone from the log; skipping", g->key,
+                 (unsigned long long)ch->delivered + 1, (unsigned long long)ch->pend[0].seq - 1);
+        ch->delivered = ch->pend[0].seq - 1;
+        drain(ch);
+    }
+out:
+    free(g);
+}
+
+static void gap_cb(lws_sorted_usec_list_t *sul)
+{
+    srv_channel *ch = lws_container_of(sul, srv_channel, sul_gap);
+    ch->gap_scheduled = false;
+    if (!ch->n_pend || ch->pend[0].seq <= ch->delivered + 1) {
+        drain(ch);
+        return;
+    }
+    gap_ctx *g = calloc(1, sizeof *g);
+    if (!g)
+        return;
+    memcpy(g->key, ch->key, sizeof g->key);
+    memcpy(g->name, ch->name, sizeof g->name);
+    g->before = ch->pend[0].seq;
+    char after_s[24], before_s[24];
+    snprintf(after_s, sizeof after_s, "%llu", (unsigned long long)ch->delivered);
+    snprintf(before_s, sizeof before_s, "%llu", (unsigned long long)g->before);
+    const char *params[4] = { ch->tid, ch->name, after_s, before_s };
+    store_stmt st = { store_sql_channel_range, 4, params, NULL, NULL };
+    if (store_tx(srv_g.db, ch->tid, &st, 1, gap_done, g) != 0) {
+        free(g);
+        schedule_gap_fill(ch);
+        return;
+    }
+    ch->gap_inflight = true;
+}
+
+/* ================================================================== channels and subscriptions */
+
+static srv_channel *channel_get(const char *tid, const char *name, bool create)
+{
+    char key[sizeof ((srv_channel *)0)->key];
+    channel_key(key, sizeof key, tid, name);
+    srv_channel *ch = srv_map_get(&channels, key);
+    if (ch || !create)
+        return ch;
+    ch = calloc(1, sizeof *ch);
+    if (!ch)
+        return NULL;
+    memcpy(ch->key, key, sizeof key);
+    snprintf(ch->tid, sizeof ch->tid, "%s", tid);
+    snprintf(ch->name, sizeof ch->name, "%s", name);
+    if (srv_map_put(&channels, key, ch) < 0) {
+        free(ch);
+        return NULL;
+    }
+    return ch;
+}
+
+static void channel_maybe_free(srv_channel *ch)
+{
+    if (ch->subs)
+        return;
+    lws_sul_cancel(&ch->sul_gap);
+    for (unsigned i = 0; i < ch->n_pend; i++)
+        srv_frame_unref(ch->pend[i].f);
+    free(ch->pend);
+    srv_map_del(&channels, ch->key);
+    free(ch);
+}
+
+static void sub_clear_held(srv_sub *sub)
+{
+    for (unsigned i = 0; i < sub->n_held; i++)
+        srv_frame_unref(sub->held[i]);
+    free(sub->held);
+    free(sub->held_seq);
+    sub->held = NULL;
+    sub->held_seq = NULL;
+    sub->n_held = sub->cap_held = 0;
+}
+
+static srv_sub *session_find_sub(srv_session *s, const char *name)
+{
+    for (srv_sub *sub = s->subs; sub; sub = sub->s_next)
+        if (strcmp(sub->ch->name, name) == 0)
+            return sub;
+    return NULL;
+}
+
+static void sub_remove(srv_sub *sub)
+{
+    srv_session *s = sub->s;
+    srv_channel *ch = sub->ch;
+    for (srv_sub **pp = &s->subs; *pp; pp = &(*pp)->s_next) {
+        if (*pp == sub) {
+            *pp = sub->s_next;
+            break;
+        }
+    }
+    if (sub->ch_prev)
+        sub->ch_prev->ch_next = sub->ch_next;
+    else
+        ch->subs = sub->ch_next;
+    if (sub->ch_next)
+        sub->ch_next->ch_prev = sub->ch_prev;
+    ch->n_subs--;
+    sub_clear_held(sub);
+    free(sub);
+    channel_maybe_free(ch);
+}
+
+void srv_hub_drop_session(srv_session *s)
+{
+    while (s->subs)
+        sub_remove(s->subs);
+}
+
+void srv_hub_publish(const char *tid, const char *channel, uint64_t seq, srv_frame *f)
+{
+    srv_g.m.events_published++;
+    srv_channel *ch = channel_get(tid, channel, false);
+    if (!ch)
+        return;
+    if (seq == 0)
+        deliver(ch, 0, f);
+    else
+        channel_accept(ch, seq, f);
+}
+
+/* ================================================================== POST /v1/subscriptions */
+
+typedef struct sub_ctx {
+    srv_req *r;
+    char name[CHANNEL_MAX];
+    unsigned gen;
+    bool has_since, is_conv;
+    uint64_t since;
+} sub_ctx;
+
+/* Parse and authorize a channel name for session s. Returns 0 with a canonical
+ * name in out (and *is_conv, *conv_id) or replies with an error and returns -1. */
+static int check_channel(srv_req *r, const char *ch, size_t len, char *out, bool *is_conv,
+                         char *conv_id)
+{
+    srv_session *s = r->s;
+    *is_conv = false;
+    if (len == 6 && memcmp(ch, "studio", 6) == 0) {
+        if (s->is_client) {
+            srv_req_error(r, 403, "forbidden", "the studio channel is for staff");
+            return -1;
+        }
+        strcpy(out, "studio");
+        return 0;
+    }
+    if (len == 5 + 36 && memcmp(ch, "user:", 5) == 0 && proto_is_uuid(ch + 5, 36)) {
+        if (strncasecmp(ch + 5, s->member_id, 36) != 0) {
+            srv_req_error(r, 403, "forbidden", "a member may only subscribe to their own user channel");
+            return -1;
+        }
+        snprintf(out, CHANNEL_MAX, "user:%s", s->member_id);
+        return 0;
+    }
+    if (len == 5 + 36 && memcmp(ch, "conv:", 5) == 0 && proto_is_uuid(ch + 5, 36)) {
+        for (int i = 0; i < 36; i++)
+            conv_id[i] = (char)((ch[5 + i] >= 'A' && ch[5 + i] <= 'F') ? ch[5 + i] + 32 : ch[5 + i]);
+        conv_id[36] = '\0';
+        snprintf(out, CHANNEL_MAX, "conv:%s", conv_id);
+        *is_conv = true;
+        return 0;
+    }
+    srv_req_error(r, 404, "not_found", "unknown channel");
+    return -1;
+}
+
+static void subscribe_done(const store_res *res, void *priv)
+{
+    sub_ctx *c = priv;
+    srv_req *r = c->r;
+    srv_session *s = r->s;
+    srv_sub *sub = s->wsi ? session_find_sub(s, c->name) : NULL;
+    bool current = sub && sub->gen == c->gen;
+
+    if (res->status != STORE_OK) {
+        if (current)
+            sub_remove(sub);
+        srv_req_store_error(r, res);
+        goto out;
+    }
+    int qi = 0;
+    if (c->is_conv) {
+        const char *acc = PQgetvalue(res->res[0], 0, 0);
+        qi = 1;
+        if (strcmp(acc, "ok") != 0) {
+            if (current)
+                sub_remove(sub);
+            if (strcmp(acc, "forbidden") == 0)
+                srv_req_error(r, 403, "forbidden", "not a participant of this conversation");
+            else
+                srv_req_error(r, 404, "not_found", "no such conversation");
+            goto out;
+        }
+    }
+    const PGresult *pg = res->res[qi];
+    uint64_t head = strtoull(PQgetvalue(pg, 0, 0), NULL, 10);
+    int n_ev = 0;
+    for (int i = 0; i < PQntuples(pg); i++)
+        if (!PQgetisnull(pg, i, 1))
+            n_ev++;
+    bool recovered = true, replay = false;
+    if (c->has_since) {
+        if (c->since > head || n_ev > REPLAY_MAX ||
+            (uint64_t)n_ev != head - c->since /* the log no longer has them all */)
+            recovered = false;
+        else
+            replay = n_ev > 0;
+    }
+
+    proto_buf b;
+    msgpack_packer pk;
+    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
+        srv_req_error(r, 500, "internal", "out of memory");
+        goto out;
+    }
+    msgpack_pack_map(&pk, 3);
+    proto_pack_cstr(&pk, "channel");
+    proto_pack_cstr(&pk, c->name);
+    proto_pack_cstr(&pk, "seq");
+    msgpack_pack_uint64(&pk, head);
+    proto_pack_cstr(&pk, "recovered");
+    if (recovered)
+        msgpack_pack_true(&pk);
+    else
+        msgpack_pack_false(&pk);
+    srv_reply_end(r, &b);
+    r = NULL;
+
+    if (!current)
+        goto out; /* superseded by a newer subscribe, or unsubscribed */
+
+    srv_channel *ch = sub->ch;
+    channel_set_baseline(ch, head);
+    if (replay) {
+        for (int i = 0; i < PQntuples(pg); i++) {
+            if (PQgetisnull(pg, i, 1))
+                continue;
+            uint64_t seq = strtoull(PQgetvalue(pg, i, 1), NULL, 10);
+            size_t dlen = 0;
+            unsigned char *data =
+                PQunescapeBytea((const unsigned char *)PQgetvalue(pg, i, 4), &dlen);
+            if (!data)
+                continue;
+            srv_frame *f = srv_event_frame(c->name, PQgetvalue(pg, i, 2), seq,
+                                           strtoll(PQgetvalue(pg, i, 3), NULL, 10), data, dlen);
+            PQfreemem(data);
+            if (f) {
+                sub_send(sub, seq, f);
+                srv_frame_unref(f);
+            }
+        }
+    }
+    if (sub->last_seq < head)
+        sub->last_seq = head;
+    for (unsigned i = 0; i < sub->n_held; i++)
+        sub_send(sub, sub->held_seq[i], sub->held[i]);
+    sub_clear_held(sub);
+    sub->live = true;
+out:
+    free(c);
+}
+
+void srv_h_subscribe(srv_req *r, const proto_request *pr)
+{
+    srv_session *s = r->s;
+    const char *chs;
+    size_t ch_len;
+    if (proto_get_str(pr->body, "channel", &chs, &ch_len) != 0 || ch_len == 0 ||
+        ch_len >= CHANNEL_MAX) {
+        srv_req_error(r, 400, "bad_request", "body.channel (string) is required");
+        return;
+    }
+    uint64_t since = 0;
+    int rc = proto_get_u64(pr->body, "since", &since);
+    if (rc == -2) {
+        srv_req_error(r, 400, "bad_request", "body.since must be a non-negative integer");
+        return;
+    }
+    sub_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        srv_req_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    char conv_id[37] = "";
+    if (check_channel(r, chs, ch_len, c->name, &c->is_conv, conv_id) < 0) {
+        free(c);
+        return;
+    }
+    c->r = r;
+    c->has_since = rc == 0;
+    c->since = since;
+
+    srv_sub *sub = session_find_sub(s, c->name);
+    if (!sub) {
+        srv_channel *ch = channel_get(s->tid, c->name, true);
+        sub = ch ? calloc(1, sizeof *sub) : NULL;
+        if (!sub) {
+            if (ch)
+                channel_maybe_free(ch);
+            free(c);
+            srv_req_error(r, 500, "internal", "out of memory");
+            return;
+        }
+        sub->s = s;
+        sub->ch = ch;
+        sub->ch_next = ch->subs;
+        if (ch->subs)
+            ch->subs->ch_prev = sub;
+        ch->subs = sub;
+        ch->n_subs++;
+        sub->s_next = s->subs;
+        s->subs = sub;
+    }
+    /* (re)start: hold live events until the replay is out */
+    sub->gen++;
+    sub->live = false;
+    sub->last_seq = 0;
+    sub_clear_held(sub);
+    c->gen = sub->gen;
+
+    char since_s[24], limit_s[12];
+    snprintf(since_s, sizeof since_s, "%llu", (unsigned long long)since);
+    snprintf(limit_s, sizeof limit_s, "%d", c->has_since ? REPLAY_MAX + 1 : 0);
+    const char *acc_params[5] = { s->tid, conv_id, s->member_id, s->is_client ? "client" : "user",
+                                  tenant_role_name(s->role) };
+    const char *rp_params[4] = { s->tid, c->name, since_s, limit_s };
+    store_stmt st[2] = {
+        { store_sql_conv_access, 5, acc_params, NULL, NULL },
+        { store_sql_channel_replay, 4, rp_params, NULL, NULL },
+    };
+    int n = c->is_conv ? 2 : 1;
+    rc = store_tx(srv_g.db, s->tid, c->is_conv ? st : st + 1, n, subscribe_done, c);
+    if (rc != 0) {
+        sub_remove(sub);
+        store_res fake = { .status = rc, .message = "unavailable" };
+        srv_req_store_error(r, &fake);
+        free(c);
+    }
+}
+
+void srv_h_unsubscribe(srv_req *r, const proto_request *pr)
+{
+    (void)pr;
+    char name[CHANNEL_MAX];
+    if (srv_req_param(r, 0, name, sizeof name) < 0) {
+        srv_req_error(r, 404, "not_found", "not subscribed to this channel");
+        return;
+    }
+    for (char *p = name; *p; p++) /* ids are stored lower case */
+        if (*p >= 'A' && *p <= 'F')
+            *p = (char)(*p + 32);
+    srv_sub *sub = session_find_sub(r->s, name);
+    if (!sub) {
+        srv_req_error(r, 404, "not_found", "not subscribed to this channel");
+        return;
+    }
+    sub_remove(sub);
+    proto_buf b;
+    msgpack_packer pk;
+    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
+        srv_req_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    msgpack_pack_map(&pk, 1);
+    proto_pack_cstr(&pk, "channel");
+    proto_pack_cstr(&pk, name);
+    srv_reply_end(r, &b);
+}
+
+/* ================================================================== tenant index */
+
+void srv_hub_add_session(srv_session *s)
+{
+    srv_session *head = srv_map_get(&tenants, s->tid);
+    s->t_prev = NULL;
+    s->t_next = head;
+    if (head)
+        head->t_prev = s;
+    if (srv_map_put(&tenants, s->tid, s) < 0) {
+        if (head)
+            head->t_prev = NULL;
+        return;
+    }
+    s->in_tenant_list = true;
+}
+
+void srv_hub_remove_session(srv_session *s)
+{
+    if (!s->in_tenant_list)
+        return;
+    s->in_tenant_list = false;
+    if (s->t_next)
+        s->t_next->t_prev = s->t_prev;
+    if (s->t_prev)
+        s->t_prev->t_next = s->t_next;
+    else if (s->t_next)
+        srv_map_put(&tenants, s->tid, s->t_next);
+    else
+        srv_map_del(&tenants, s->tid);
+}
+
+unsigned srv_hub_close_sessions(const char *tid, const char *member, int code, const char *reason)
+{
+    unsigned n = 0;
+    for (srv_session *s = srv_map_get(&tenants, tid); s; s = s->t_next) {
+        if (member && strcasecmp(member, s->member_id) != 0)
+            continue;
+        srv_session_close(s, code, reason);
+        n++;
+    }
+    return n;
+}
+
+void srv_hub_free_all(void)
+{
+    srv_map_free(&channels);
+    srv_map_free(&tenants);
+}

@@ -1,0 +1,409 @@
+/*
+ * session.c -- one WebSocket session: assembling messages, decoding and
+ * dispatching requests, the bounded send queue, close requests and timers.
+ *
+ * The lws callback (ws.c) only forwards events here; everything that knows
+ * about msgpack frames and limits lives in protocol/, everything that knows
+ * about SQL in storage/.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/srv_int.h"
+
+/* ================================================================== routes */
+
+enum {
+    H_SESSION = 0, H_REFRESH, H_CONV_CREATE, H_CONV_LIST, H_MSG_SEND, H_MSG_HISTORY,
+    H_SUBSCRIBE, H_UNSUBSCRIBE,
+};
+
+const proto_route srv_route_table[] = {
+    { PROTO_POST, "/v1/session", H_SESSION },
+    { PROTO_POST, "/v1/session/refresh", H_REFRESH },
+    { PROTO_POST, "/v1/conversations", H_CONV_CREATE },
+    { PROTO_GET, "/v1/conversations", H_CONV_LIST },
+    { PROTO_POST, "/v1/conversations/:id/messages", H_MSG_SEND },
+    { PROTO_GET, "/v1/conversations/:id/messages", H_MSG_HISTORY },
+    { PROTO_POST, "/v1/subscriptions", H_SUBSCRIBE },
+    { PROTO_DELETE, "/v1/subscriptions/:channel", H_UNSUBSCRIBE },
+};
+const size_t srv_n_routes = sizeof srv_route_table / sizeof srv_route_table[0];
+
+const srv_handler_def srv_handlers[] = {
+    [H_SESSION] = { srv_h_session, false },
+    [H_REFRESH] = { srv_h_session_refresh, true },
+    [H_CONV_CREATE] = { srv_h_conv_create, true },
+    [H_CONV_LIST] = { srv_h_conv_list, true },
+    [H_MSG_SEND] = { srv_h_msg_send, true },
+    [H_MSG_HISTORY] = { srv_h_msg_history, true },
+    [H_SUBSCRIBE] = { srv_h_subscribe, true },
+    [H_UNSUBSCRIBE] = { srv_h_unsubscribe, true },
+};
+
+/* ================================================================== lifecycle */
+
+static void auth_timeout_cb(lws_sorted_usec_list_t *sul)
+{
+    srv_session *s = lws_container_of(sul, srv_session, sul_auth);
+    if (s->state != SESS_READY) {
+        slog_info(s, "no session within %u ms: closing", srv_g.cfg->auth_timeout_ms);
+        srv_session_close(s, 4001, "authentication timeout");
+    }
+}
+
+static void expiry_cb(lws_sorted_usec_list_t *sul)
+{
+    srv_session *s = lws_container_of(sul, srv_session, sul_exp);
+    int64_t left = s->exp_ms - srv_now_ms();
+    if (left > 0) { /* refreshed meanwhile: check again later */
+        lws_sul_schedule(srv_g.ctx, 0, &s->sul_exp, expiry_cb, (lws_usec_t)left * 1000);
+        return;
+    }
+    slog_info(s, "token expired: closing");
+    srv_session_close(s, 4001, "token expired");
+}
+
+srv_session *srv_session_new(struct lws *wsi)
+{
+    srv_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->wsi = wsi;
+    s->refs = 1;
+    srv_uuid(s->session_id);
+    strcpy(s->tid, "-");
+    if (lws_hdr_copy(wsi, s->origin, sizeof s->origin, WSI_TOKEN_ORIGIN) < 0)
+        s->origin[0] = '\0';
+    lws_sul_schedule(srv_g.ctx, 0, &s->sul_auth, auth_timeout_cb,
+                     (lws_usec_t)srv_g.cfg->auth_timeout_ms * 1000);
+    srv_g.m.connections_total++;
+    srv_g.m.connections_open++;
+    return s;
+}
+
+void srv_session_set_expiry(srv_session *s, int64_t exp_ms)
+{
+    s->exp_ms = exp_ms;
+    int64_t left = exp_ms - srv_now_ms();
+    if (left < 1)
+        left = 1;
+    lws_sul_cancel(&s->sul_auth);
+    lws_sul_schedule(srv_g.ctx, 0, &s->sul_exp, expiry_cb, (lws_usec_t)left * 1000);
+}
+
+static void queue_clear(srv_session *s)
+{
+    while (s->q_count) {
+        srv_frame_unref(s->q[s->q_head]);
+        s->q_head = (s->q_head + 1) % s->q_cap;
+        s->q_count--;
+    }
+    s->q_bytes = 0;
+}
+
+void srv_session_closed(srv_session *s)
+{
+    lws_sul_cancel(&s->sul_auth);
+    lws_sul_cancel(&s->sul_exp);
+    srv_hub_drop_session(s);
+    srv_hub_remove_session(s);
+    queue_clear(s);
+    free(s->rx);
+    s->rx = NULL;
+    s->rx_len = s->rx_cap = 0;
+    if (s->state == SESS_READY)
+        srv_g.m.sessions_open--;
+    srv_g.m.connections_open--;
+    s->wsi = NULL;
+    srv_session_unref(s);
+}
+
+void srv_session_unref(srv_session *s)
+{
+    if (--s->refs)
+        return;
+    queue_clear(s);
+    free(s->q);
+    free(s->rx);
+    free(s);
+}
+
+/* ================================================================== sending */
+
+void srv_session_close(srv_session *s, int code, const char *reason)
+{
+    if (!s->wsi || s->close_code)
+        return;
+    s->close_code = code;
+    snprintf(s->close_reason, sizeof s->close_reason, "%s", reason);
+    lws_callback_on_writable(s->wsi);
+}
+
+void srv_session_send(srv_session *s, srv_frame *f)
+{
+    if (!s->wsi || s->close_code)
+        return;
+    const srv_config *c = srv_g.cfg;
+    if (s->q_count + 1 > c->sendq_max_frames || s->q_bytes + f->len > c->sendq_max_bytes) {
+        slog_warn(s, "slow consumer: %u frames, %zu bytes queued: closing", s->q_count,
+                  s->q_bytes);
+        srv_g.m.slow_consumer_closes++;
+        queue_clear(s);
+        srv_session_close(s, 4008, "slow consumer");
+        return;
+    }
+    if (s->q_count == s->q_cap) {
+        unsigned ncap = s->q_cap ? s->q_cap * 2 : 8;
+        srv_frame **nq = malloc(ncap * sizeof *nq);
+        if (!nq) {
+            srv_session_close(s, 1011, "out of memory");
+            return;
+        }
+        for (unsigned i = 0; i < s->q_count; i++)
+            nq[i] = s->q[(s->q_head + i) % s->q_cap];
+        free(s->q);
+        s->q = nq;
+        s->q_cap = ncap;
+        s->q_head = 0;
+    }
+    s->q[(s->q_head + s->q_count) % s->q_cap] = srv_frame_ref(f);
+    s->q_count++;
+    s->q_bytes += f->len;
+    if (s->q_count == 1)
+        lws_callback_on_writable(s->wsi);
+}
+
+int srv_session_writeable(srv_session *s)
+{
+    if (s->close_code) {
+        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
+                         (unsigned char *)s->close_reason, strlen(s->close_reason));
+        return -1;
+    }
+    if (!s->q_count)
+        return 0;
+    srv_frame *f = s->q[s->q_head];
+    s->q_head = (s->q_head + 1) % s->q_cap;
+    s->q_count--;
+    s->q_bytes -= f->len;
+    int n = lws_write(s->wsi, f->mem + LWS_PRE, f->len, LWS_WRITE_BINARY);
+    srv_g.m.frames_out++;
+    srv_g.m.bytes_out += f->len;
+    srv_frame_unref(f);
+    if (n < 0)
+        return -1;
+    if (s->q_count)
+        lws_callback_on_writable(s->wsi);
+    else if (s->q_cap > 64) { /* give back a queue that grew under a burst */
+        free(s->q);
+        s->q = NULL;
+        s->q_cap = 0;
+        s->q_head = 0;
+    }
+    return 0;
+}
+
+/* ================================================================== replies */
+
+/* Send a complete error reply outside any srv_req (decode failures). */
+static void send_error(srv_session *s, bool has_id, uint64_t id, int status, const char *code,
+                       const char *message, int64_t retry_after_ms)
+{
+    proto_buf b;
+    msgpack_packer pk;
+    if (srv_buf_init(&b) < 0)
+        return;
+    proto_packer_init(&pk, &b);
+    proto_pack_error(&pk, has_id, id, status, code, message, retry_after_ms);
+    srv_frame *f = srv_frame_from_buf(&b);
+    proto_buf_free(&b);
+    if (f) {
+        srv_session_send(s, f);
+        srv_frame_unref(f);
+    }
+    srv_metrics_error(code);
+}
+
+static void req_done(srv_req *r, int status)
+{
+    srv_metrics_request(r->route, status, srv_now_ns() - r->t0_ns);
+    r->s->inflight--;
+    srv_session_unref(r->s);
+    free(r);
+}
+
+int srv_reply_begin(srv_req *r, int status, proto_buf *b, msgpack_packer *pk)
+{
+    if (srv_buf_init(b) < 0)
+        return -1;
+    proto_packer_init(pk, b);
+    proto_pack_reply_head(pk, r->id, status);
+    r->status = status;
+    return 0;
+}
+
+void srv_reply_end(srv_req *r, proto_buf *b)
+{
+    int status = r->status;
+    srv_frame *f = srv_frame_from_buf(b);
+    proto_buf_free(b);
+    if (f) {
+        srv_session_send(r->s, f);
+        srv_frame_unref(f);
+    } else {
+        send_error(r->s, true, r->id, 500, "internal", "out of memory", -1);
+        status = 500;
+    }
+    req_done(r, status);
+}
+
+void srv_req_error(srv_req *r, int status, const char *code, const char *message)
+{
+    send_error(r->s, true, r->id, status, code, message, -1);
+    req_done(r, status);
+}
+
+void srv_req_store_error(srv_req *r, const store_res *res)
+{
+    if (res->status == STORE_E_UNAVAILABLE || res->status == STORE_E_BUSY) {
+        srv_req_error(r, 503, "unavailable", "the database is unavailable; nothing was stored, retry later");
+        return;
+    }
+    slog_error(r->s, "request %llu (%s %s): database error %s: %s", (unsigned long long)r->id,
+               r->route >= 0 ? proto_op_name(srv_route_table[r->route].op) : "?",
+               r->route >= 0 ? srv_route_table[r->route].pattern : "?", res->sqlstate,
+               res->message);
+    srv_req_error(r, 500, "internal", "internal error");
+}
+
+int srv_req_param(const srv_req *r, int i, char *out, size_t outlen)
+{
+    if (i >= r->params.n || r->params.v[i].len >= outlen)
+        return -1;
+    memcpy(out, r->params.v[i].s, r->params.v[i].len);
+    out[r->params.v[i].len] = '\0';
+    return (int)r->params.v[i].len;
+}
+
+/* ================================================================== receiving */
+
+/* Decode one complete message and dispatch it. */
+static void handle_message(srv_session *s, const uint8_t *buf, size_t len)
+{
+    srv_g.m.frames_in++;
+    srv_g.m.bytes_in += len;
+
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, 2048)) {
+        srv_session_close(s, 1011, "out of memory");
+        return;
+    }
+    proto_request pr;
+    memset(&pr, 0, sizeof pr);
+    int rc = proto_decode_request(buf, len, &srv_g.limits, &zone, &pr);
+    if (rc != PROTO_OK) {
+        int status;
+        const char *code, *message;
+        proto_decode_error_reply(rc, &status, &code, &message);
+        send_error(s, pr.has_id, pr.id, status, code, message, -1);
+        srv_metrics_request(-1, status, 0);
+        goto out;
+    }
+    proto_params params;
+    int ri = proto_route_match(srv_route_table, srv_n_routes, pr.op, pr.path, pr.path_len, &params);
+    if (ri == PROTO_ROUTE_NOT_FOUND) {
+        send_error(s, true, pr.id, 404, "not_found", "no such path", -1);
+        srv_metrics_request(-1, 404, 0);
+        goto out;
+    }
+    if (ri == PROTO_ROUTE_BAD_METHOD) {
+        send_error(s, true, pr.id, 405, "method_not_allowed", "this path does not take that op", -1);
+        srv_metrics_request(-1, 405, 0);
+        goto out;
+    }
+    const srv_handler_def *h = &srv_handlers[srv_route_table[ri].handler];
+    if (h->needs_session && s->state != SESS_READY) {
+        send_error(s, true, pr.id, 401, "unauthenticated", "POST /v1/session first", -1);
+        srv_metrics_request(ri, 401, 0);
+        goto out;
+    }
+    if (s->inflight >= srv_g.cfg->max_inflight) {
+        send_error(s, true, pr.id, 429, "rate_limited", "too many requests in flight on this socket", 100);
+        srv_metrics_request(ri, 429, 0);
+        goto out;
+    }
+    srv_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        send_error(s, true, pr.id, 500, "internal", "out of memory", -1);
+        goto out;
+    }
+    r->s = srv_session_ref(s);
+    r->id = pr.id;
+    r->route = ri;
+    r->t0_ns = srv_now_ns();
+    /* copy the path parameters: the frame is gone when an async handler resumes */
+    size_t off = 0;
+    r->params.n = 0;
+    for (int i = 0; i < params.n; i++) {
+        if (off + params.v[i].len + 1 > sizeof r->pbuf - 1) {
+            free(r);
+            srv_session_unref(s);
+            send_error(s, true, pr.id, 404, "not_found", "no such object", -1);
+            goto out;
+        }
+        memcpy(r->pbuf + off, params.v[i].s, params.v[i].len);
+        r->pbuf[off + params.v[i].len] = '\0';
+        r->params.v[i].s = r->pbuf + off;
+        r->params.v[i].len = params.v[i].len;
+        r->params.n++;
+        off += params.v[i].len + 1;
+    }
+    s->inflight++;
+    h->fn(r, &pr);
+out:
+    msgpack_zone_destroy(&zone);
+}
+
+void srv_session_rx(srv_session *s, const void *in, size_t len, bool first, bool final,
+                    bool binary)
+{
+    if (s->close_code)
+        return; /* closing: ignore whatever still arrives */
+    if (first && !binary) {
+        srv_session_close(s, 1003, "binary msgpack frames only");
+        return;
+    }
+    if (s->rx_len + len > srv_g.cfg->max_message) {
+        srv_session_close(s, 1009, "message too big");
+        s->rx_len = 0;
+        return;
+    }
+    if (final && s->rx_len == 0) { /* the common case: the whole message in one piece */
+        handle_message(s, in, len);
+        return;
+    }
+    if (s->rx_len + len > s->rx_cap) {
+        size_t ncap = s->rx_cap ? s->rx_cap : 4096;
+        while (ncap < s->rx_len + len)
+            ncap *= 2;
+        uint8_t *n = realloc(s->rx, ncap);
+        if (!n) {
+            srv_session_close(s, 1011, "out of memory");
+            return;
+        }
+        s->rx = n;
+        s->rx_cap = ncap;
+    }
+    memcpy(s->rx + s->rx_len, in, len);
+    s->rx_len += len;
+    if (final) {
+        handle_message(s, s->rx, s->rx_len);
+        s->rx_len = 0;
+        if (s->rx_cap > 16384) { /* don't keep a big buffer on an idle socket */
+            free(s->rx);
+            s->rx = NULL;
+            s->rx_cap = 0;
+        }
+    }
+}
