@@ -242,8 +242,14 @@ export async function http(server, method, p, { json, headers = {} } = {}) {
   const h = { ...headers };
   let body;
   if (json !== undefined) { h['content-type'] = 'application/json'; body = JSON.stringify(json); }
-  const r = await fetch(server.http + p, { method, headers: h, body, signal: AbortSignal.timeout(10000) });
-  const text = await r.text();
+  let r;
+  let text;
+  try {
+    r = await fetch(server.http + p, { method, headers: h, body, signal: AbortSignal.timeout(10000) });
+    text = await r.text();
+  } catch (e) {
+    throw new Error(`${method} ${p}: no complete HTTP reply (${e.name}: ${e.message})`);
+  }
   let parsed = null;
   try { parsed = text ? JSON.parse(text) : null; } catch { parsed = null; }
   return { status: r.status, body: parsed, text, headers: r.headers };

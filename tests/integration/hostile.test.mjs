@@ -90,13 +90,13 @@ describe('hostile frames', () => {
   test('nesting deeper than 8 gets 400 bad_frame; depth 8 is fine', async () => {
     const c = await ownerSocket();
     const nest = (depth) => { let v = 1; for (let i = 1; i < depth; i++) v = { v }; return v; };
-    // top map = depth 1, so { id, op, path, x: nest(7) } is depth 8
+    // nest(k) holds k-1 maps; under the top map (depth 1) its deepest map is at depth k
     let from = c.frames.length;
-    c.sendRaw(encode({ id: 900001, op: 'GET', path: '/v1/conversations', x: nest(7) }));
+    c.sendRaw(encode({ id: 900001, op: 'GET', path: '/v1/conversations', x: nest(8) }));
     let f = await waitFor(() => c.frames.slice(from).find((x) => x.status !== undefined), 5000, 'reply at depth 8');
     assert.equal(f.status, 200, JSON.stringify(f));
     from = c.frames.length;
-    c.sendRaw(encode({ id: 900002, op: 'GET', path: '/v1/conversations', x: nest(8) }));
+    c.sendRaw(encode({ id: 900002, op: 'GET', path: '/v1/conversations', x: nest(9) }));
     f = await waitFor(() => c.frames.slice(from).find((x) => x.status !== undefined), 5000, 'reply at depth 9');
     assert.equal(f.status, 400, JSON.stringify(f));
     assert.equal(f.error?.code, 'bad_frame');
@@ -104,13 +104,24 @@ describe('hostile frames', () => {
     assert.ok(Array.isArray((await c.get('/v1/conversations')).conversations));
   });
 
-  test('a string over 16,384 bytes or a path over 256 bytes gets 413 too_large', async () => {
+  test('a string over 16,384 bytes or a path over 256 bytes gets 413 too_large, with the request id', async () => {
     const c = await ownerSocket();
-    await assert.rejects(c.get('/v1/conversations', { junk: 'y'.repeat(16385) }),
-      (e) => e instanceof InkwireError && e.status === 413 && e.code === 'too_large');
-    await assert.rejects(c.get(`/v1/${'p'.repeat(260)}`),
-      (e) => e instanceof InkwireError && e.status === 413 && e.code === 'too_large');
-    assert.ok(Array.isArray((await c.get('/v1/conversations')).conversations));
+    const cases = [
+      ['a q string of 16,385 bytes', { id: 910001, op: 'GET', path: '/v1/conversations', q: { junk: 'y'.repeat(16385) } }],
+      ['a body string of 16,385 bytes', { id: 910002, op: 'POST', path: '/v1/conversations', body: { subject: 'y'.repeat(16385) } }],
+      ['a path of 264 bytes', { id: 910003, op: 'GET', path: `/v1/${'p'.repeat(260)}` }],
+    ];
+    for (const [what, req] of cases) {
+      const from = c.frames.length;
+      c.sendRaw(encode(req));
+      const f = await waitFor(() => c.frames.slice(from).find((x) => x.status !== undefined), 5000, `reply to ${what}`);
+      assert.equal(f.status, 413, `${what}: ${JSON.stringify(f)}`);
+      assert.equal(f.error?.code, 'too_large', what);
+      // the frame is a map with a usable id (its first key), so the reply must carry it
+      assert.equal(f.id, req.id, `${what}: the 413 reply must echo the request id`);
+    }
+    // 16,384 bytes is within the limit
+    assert.ok(Array.isArray((await c.get('/v1/conversations', { junk: 'y'.repeat(16384) })).conversations));
   });
 
   test('unknown path -> 404, wrong method on a known path -> 405, malformed path -> error', async () => {
@@ -190,13 +201,6 @@ describe('handshake', () => {
 
   test("a tenant's allowed_origins is enforced at POST /v1/session (403 origin_not_allowed, then close 4003)", async () => {
     const T = await provisionTenant(srv, { allowed_origins: ['https://studio.example'] });
-    const bad = await rawSocket(srv, { origin: 'https://other.example' });
-    const r = await rawSession(bad, token(srv, T.owner));
-    assert.equal(r.status, 403, JSON.stringify(r));
-    assert.equal(r.error?.code, 'origin_not_allowed');
-    const closed = await withDeadline(bad.closed, 5000, 'close 4003 after origin_not_allowed');
-    assert.equal(closed.code, 4003);
-
     const good = await rawSocket(srv, { origin: 'https://studio.example' });
     assert.equal((await rawSession(good, token(srv, T.clients[0]))).status, 200);
     const none = await rawSocket(srv);
@@ -204,5 +208,14 @@ describe('handshake', () => {
     // another tenant without an allowlist accepts any Origin
     const other = await rawSocket(srv, { origin: 'https://other.example' });
     assert.equal((await rawSession(other, token(srv, A.owner))).status, 200);
+
+    const bad = await rawSocket(srv, { origin: 'https://other.example' });
+    bad.send({ id: 7, op: 'POST', path: '/v1/session', body: { token: token(srv, T.owner), client: { name: 'raw', version: '1' } } });
+    const closed = await withDeadline(bad.closed, 5000, 'close after origin_not_allowed');
+    const r = bad.frames.find((f) => f.id === 7);
+    assert.ok(r, 'the 403 reply must arrive before the close');
+    assert.equal(r.status, 403, JSON.stringify(r));
+    assert.equal(r.error?.code, 'origin_not_allowed');
+    assert.equal(closed.code, 4003);
   });
 });

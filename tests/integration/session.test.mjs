@@ -140,14 +140,15 @@ describe('session', () => {
       const t0 = Date.now();
       const raw = await rawSocket(quick);
       const closed = await withDeadline(raw.closed, 5000, 'close after the auth timeout');
-      assert.equal(closed.code, 4001);
-      assert.ok(Date.now() - t0 >= 500, `closed after ${Date.now() - t0} ms, before the 800 ms timeout`);
+      const elapsed = Date.now() - t0;
+      assert.ok(elapsed >= 500, `closed after ${elapsed} ms, before the 800 ms timeout`);
 
       // an authenticated socket on the same server is not closed by that timer
       const c = await connect(quick, token(quick, A.owner));
       const r = await withDeadline(waitPast(c, 1500), 5000, 'request after the auth timeout');
       assert.ok(Array.isArray(r.conversations));
       assert.equal(c.connected, true);
+      assert.equal(closed.code, 4001, 'close code after the auth timeout');
     } finally {
       closeAll();
       await quick.stop();
