@@ -267,6 +267,23 @@ int proto_decode_request(const uint8_t *buf, size_t len, const proto_limits *lim
         return PROTO_E_BAD_FRAME;
 
     rc = proto_guard(buf, len, lim);
+    if (rc == PROTO_E_TOO_LARGE && len <= lim->max_frame) {
+        /* Only a string is over its cap: the frame may still be sound, and
+         * the 413 should carry the request's id. Strings are referenced in
+         * place, so unpacking a long one allocates nothing for its bytes. */
+        proto_limits relaxed = *lim;
+        relaxed.max_str = len;
+        if (proto_guard(buf, len, &relaxed) == PROTO_OK &&
+            msgpack_unpack((const char *)buf, len, &off, zone, &root) == MSGPACK_UNPACK_SUCCESS &&
+            off == len && root.type == MSGPACK_OBJECT_MAP) {
+            const msgpack_object *idv = proto_map_get(&root, "id");
+            if (idv && idv->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+                out->has_id = true;
+                out->id = idv->via.u64;
+            }
+        }
+        return PROTO_E_TOO_LARGE;
+    }
     if (rc != PROTO_OK)
         return rc;
     if (msgpack_unpack((const char *)buf, len, &off, zone, &root) != MSGPACK_UNPACK_SUCCESS ||

@@ -573,8 +573,13 @@ int srv_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
                 return 0;
             }
             if (p->method == PROTO_PUT || p->method == PROTO_POST || p->method == PROTO_PATCH) {
-                if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
+                char cl[24];
+                if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
                     respond_error(p, 411, "bad_request", "Content-Length required");
+                    return 0;
+                }
+                if (strtoull(cl, NULL, 10) == 0) { /* no body will come: answer now */
+                    serve_admin(p);
                     return 0;
                 }
                 return 0; /* wait for the body */

@@ -137,6 +137,9 @@ void srv_session_close(srv_session *s, int code, const char *reason)
         return;
     s->close_code = code;
     snprintf(s->close_reason, sizeof s->close_reason, "%s", reason);
+    /* what is already queued (e.g. the error reply that explains the close)
+     * goes out first; a peer that does not read is cut off after 5 s */
+    lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
     lws_callback_on_writable(s->wsi);
 }
 
@@ -176,9 +179,16 @@ void srv_session_send(srv_session *s, srv_frame *f)
 
 int srv_session_writeable(srv_session *s)
 {
-    if (s->close_code) {
-        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
-                         (unsigned char *)s->close_reason, strlen(s->close_reason));
+    if (s->close_code && !s->q_count) {
+        /* lws 4.1 drops a lws_close_reason() made from WRITEABLE (the peer
+         * sees 1006), so the close frame is written here, then the socket is
+         * closed. Payload: the code (big endian) and the reason. */
+        uint8_t buf[LWS_PRE + 2 + sizeof s->close_reason];
+        size_t rl = strlen(s->close_reason);
+        buf[LWS_PRE] = (uint8_t)(s->close_code >> 8);
+        buf[LWS_PRE + 1] = (uint8_t)(s->close_code & 0xff);
+        memcpy(buf + LWS_PRE + 2, s->close_reason, rl);
+        lws_write(s->wsi, buf + LWS_PRE, 2 + rl, (enum lws_write_protocol)4 /* LWS_WRITE_CLOSE, internal in 4.1 */);
         return -1;
     }
     if (!s->q_count)
@@ -193,7 +203,7 @@ int srv_session_writeable(srv_session *s)
     srv_frame_unref(f);
     if (n < 0)
         return -1;
-    if (s->q_count)
+    if (s->q_count || s->close_code) /* more to send, or the close to perform */
         lws_callback_on_writable(s->wsi);
     else if (s->q_cap > 64) { /* give back a queue that grew under a burst */
         free(s->q);
@@ -371,10 +381,12 @@ void srv_session_rx(srv_session *s, const void *in, size_t len, bool first, bool
     if (s->close_code)
         return; /* closing: ignore whatever still arrives */
     if (first && !binary) {
+        queue_clear(s);
         srv_session_close(s, 1003, "binary msgpack frames only");
         return;
     }
     if (s->rx_len + len > srv_g.cfg->max_message) {
+        queue_clear(s);
         srv_session_close(s, 1009, "message too big");
         s->rx_len = 0;
         return;

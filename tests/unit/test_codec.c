@@ -1421,6 +1421,38 @@ static void test_decode_error_reply(void **state)
     proto_decode_error_reply(PROTO_E_BAD_FRAME, NULL, NULL, NULL); /* NULLs tolerated */
 }
 
+/* A string over max_str in an otherwise sound frame: 413, and the reply can
+ * still be addressed because the id is recovered. A frame that is not sound
+ * keeps has_id false. */
+static void test_too_large_string_keeps_id(void **state)
+{
+    (void)state;
+    size_t n = L.max_str + 1;
+    char *big = malloc(n + 1);
+    assert_non_null(big);
+    memset(big, 'x', n);
+    big[n] = '\0';
+    mb body;
+    mb_init(&body);
+    msgpack_pack_map(&body.pk, 1);
+    mb_str(&body, "text");
+    mb_str(&body, big);
+    mb m;
+    mb_req(&m, 4242, "POST", "/v1/x", body.sb.data, body.sb.size);
+    proto_request r;
+    assert_int_equal(decode_mb(&m, &r), PROTO_E_TOO_LARGE);
+    assert_true(r.has_id);
+    assert_int_equal(r.id, 4242);
+    /* the same, truncated by one byte: not sound, no id */
+    msgpack_zone_clear(&Z);
+    assert_int_not_equal(proto_decode_request((const uint8_t *)m.sb.data, m.sb.size - 1, &L, &Z, &r),
+                         PROTO_OK);
+    assert_false(r.has_id);
+    msgpack_sbuffer_destroy(&m.sb);
+    msgpack_sbuffer_destroy(&body.sb);
+    free(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1462,6 +1494,7 @@ int main(void)
         cmocka_unit_test(test_pack_helpers),
         cmocka_unit_test(test_status_codes),
         cmocka_unit_test(test_decode_error_reply),
+        cmocka_unit_test(test_too_large_string_keeps_id),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
