@@ -23,7 +23,7 @@ die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
 note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 
 usage() {
-    sed -n '3,7p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '3,8p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
