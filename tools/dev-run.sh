@@ -227,6 +227,11 @@ TOK_ARTIST=$(mint "$ARTIST_ID" artist "Ari Artist") || die "token minting failed
 TOK_CASEY=$(mint "$CASEY_ID" client "Casey Client") || die "token minting failed"
 TOK_JORDAN=$(mint "$JORDAN_ID" client "Jordan Client") || die "token minting failed"
 
+# A conversation to chat in, created by Ari with Casey (once; found again on later runs).
+CONV_ID=$(node tools/dev-seed.mjs --url "$WSURL" --token "$TOK_ARTIST" --client "$CASEY_ID") ||
+    die "creating the demo conversation failed"
+say "demo conversation $CONV_ID (Ari Artist with Casey Client)"
+
 cat <<EOF
 
 ================================================================================

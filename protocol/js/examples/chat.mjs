@@ -62,13 +62,16 @@ const since = messages.length ? messages[messages.length - 1].seq : 0;
 await client.subscribe(`conv:${convId}`, (ev) => { if (ev.ev === 'message.created') show(ev.data, me); }, { since });
 
 const rl = readline.createInterface({ input: process.stdin });
-rl.on('line', async (line) => {
+const sending = new Set(); // sends not yet answered: end of input waits for them
+rl.on('line', (line) => {
   const text = line.trim();
   if (!text) return;
-  try {
-    await client.post(`/v1/conversations/${convId}/messages`, { client_msg_id: crypto.randomUUID(), text });
-  } catch (e) {
-    console.error(`-- not sent: ${e instanceof InkwireError ? `${e.status} ${e.code}` : e.message}`);
-  }
+  const p = client.post(`/v1/conversations/${convId}/messages`, { client_msg_id: crypto.randomUUID(), text })
+    .catch((e) => console.error(`-- not sent: ${e instanceof InkwireError ? `${e.status} ${e.code}` : e.message}`))
+    .finally(() => sending.delete(p));
+  sending.add(p);
 });
-rl.on('close', () => client.close());
+rl.on('close', async () => {
+  await Promise.all([...sending]);
+  client.close();
+});
