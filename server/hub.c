@@ -146,8 +146,10 @@ static void drain(srv_channel *ch)
         ch->delivered = p->seq;
         srv_frame_unref(p->f);
     }
-    memmove(ch->pend, ch->pend + i, (ch->n_pend - i) * sizeof *ch->pend);
-    ch->n_pend -= i;
+    if (i) { /* (memmove with a NULL buffer is undefined even for 0 bytes) */
+        memmove(ch->pend, ch->pend + i, (ch->n_pend - i) * sizeof *ch->pend);
+        ch->n_pend -= i;
+    }
     if (ch->n_pend && ch->baseline)
         schedule_gap_fill(ch);
 }
