@@ -189,7 +189,16 @@ export async function startServer({ db, env = {} } = {}) {
   child.stderr.on('data', keep);
   let exitInfo = null;
   const exited = new Promise((resolve) => {
-    child.on('exit', (code, signal) => { exitInfo = { code, signal }; liveServers.delete(server); resolve(exitInfo); });
+    child.on('exit', (code, signal) => {
+      exitInfo = { code, signal };
+      liveServers.delete(server);
+      // A server that dies on its own (not by stop()/kill()) leaves its last
+      // output in the test log: that is where a sanitizer report is.
+      if (!server.stopping) {
+        console.error(`inkwire (pid ${child.pid}, port ${port}) exited unexpectedly ${JSON.stringify(exitInfo)}:\n${out.slice(-16000)}`);
+      }
+      resolve(exitInfo);
+    });
   });
   const server = {
     port,
@@ -202,7 +211,10 @@ export async function startServer({ db, env = {} } = {}) {
     exited,
     output: () => out,
     get exitInfo() { return exitInfo; },
-    kill(sig = 'SIGKILL') { if (!exitInfo) { try { process.kill(child.pid, sig); } catch { /* gone */ } } },
+    stopping: false,
+    kill(sig = 'SIGKILL') {
+      if (!exitInfo) { server.stopping = true; try { process.kill(child.pid, sig); } catch { /* gone */ } }
+    },
     /** SIGTERM, then SIGKILL after 5 s; resolves with the exit info. */
     async stop() {
       if (exitInfo) return exitInfo;
