@@ -1,5 +1,7 @@
 /*
- * h_chat.c -- conversations and messages (PROTOCOL §5 "Chat").
+ * h_chat.c -- conversations, message send and history (PROTOCOL §5 "Chat");
+ * the message map, edit and delete are in h_chat_msg.c, read cursors and
+ * typing in h_chat_read.c.
  *
  * A message send is one statement in one transaction (storage/queries.c):
  * access check, idempotency lookup, seq from the channel head, message row and
@@ -9,82 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/srv_int.h"
+#include "server/h_chat.h"
 
-#define TEXT_MAX_CHARS 8000
 #define SUBJECT_MAX_CHARS 200
 #define PARTICIPANTS_MAX 32
 #define HISTORY_DEFAULT 50
 #define HISTORY_MAX 200
-
-static const char *member_kind(const srv_session *s) { return s->is_client ? "client" : "user"; }
-
-/* Reads path parameter 0 as a lower-case UUID into out; replies 404 and
- * returns -1 when it is not one (it cannot name anything). */
-static int conv_param(srv_req *r, char out[37])
-{
-    if (srv_req_param(r, 0, out, 37) != 36 || !proto_is_uuid(out, 36)) {
-        srv_req_error(r, 404, "not_found", "no such conversation");
-        return -1;
-    }
-    for (int i = 0; i < 36; i++)
-        if (out[i] >= 'A' && out[i] <= 'F')
-            out[i] = (char)(out[i] + 32);
-    return 0;
-}
-
-/* Access verdict of store_sql_conv_access: 0 for ok, else replies and returns -1. */
-static int check_access(srv_req *r, const char *verdict)
-{
-    if (strcmp(verdict, "ok") == 0)
-        return 0;
-    if (strcmp(verdict, "forbidden") == 0)
-        srv_req_error(r, 403, "forbidden", "not a participant of this conversation");
-    else
-        srv_req_error(r, 404, "not_found", "no such conversation");
-    return -1;
-}
-
-/* ================================================================== message maps */
-
-/* The message map is { id, conversation_id, seq, sender, sender_kind, text,
- * attachments, created_at }. Split around the seq value so the send path can
- * have PostgreSQL put the seq in (storage/queries.c, store_sql_msg_send). */
-static void pack_msg_head(msgpack_packer *pk, const char *id, const char *conv)
-{
-    msgpack_pack_map(pk, 8);
-    proto_pack_cstr(pk, "id");
-    proto_pack_cstr(pk, id);
-    proto_pack_cstr(pk, "conversation_id");
-    proto_pack_cstr(pk, conv);
-    proto_pack_cstr(pk, "seq");
-}
-
-static void pack_msg_tail(msgpack_packer *pk, const char *sender, const char *kind,
-                          const char *text, size_t text_len, int64_t created)
-{
-    proto_pack_cstr(pk, "sender");
-    proto_pack_cstr(pk, sender);
-    proto_pack_cstr(pk, "sender_kind");
-    proto_pack_cstr(pk, kind);
-    proto_pack_cstr(pk, "text");
-    proto_pack_strn(pk, text, text_len);
-    proto_pack_cstr(pk, "attachments");
-    msgpack_pack_array(pk, 0);
-    proto_pack_cstr(pk, "created_at");
-    msgpack_pack_int64(pk, created);
-}
-
-/* A message map from a result row laid out as id, seq, sender, sender_kind,
- * text, created_at starting at column c0 (conversation id given). */
-static void pack_msg_row(msgpack_packer *pk, const PGresult *pg, int row, int c0, const char *conv)
-{
-    pack_msg_head(pk, PQgetvalue(pg, row, c0), conv);
-    msgpack_pack_uint64(pk, strtoull(PQgetvalue(pg, row, c0 + 1), NULL, 10));
-    pack_msg_tail(pk, PQgetvalue(pg, row, c0 + 2), PQgetvalue(pg, row, c0 + 3),
-                  PQgetvalue(pg, row, c0 + 4), (size_t)PQgetlength(pg, row, c0 + 4),
-                  strtoll(PQgetvalue(pg, row, c0 + 5), NULL, 10));
-}
 
 /* ================================================================== POST messages */
 
@@ -92,6 +24,7 @@ typedef struct send_ctx {
     srv_req *r;
     char conv[37], msg_id[37], cmid[37], created_s[24];
     char *text;
+    char *att;          /* attachments, JSON array text */
     int64_t created;
     proto_buf head, tail;
     bool retried;
@@ -102,6 +35,7 @@ static void send_ctx_free(send_ctx *c)
     proto_buf_free(&c->head);
     proto_buf_free(&c->tail);
     free(c->text);
+    free(c->att);
     free(c);
 }
 
@@ -125,7 +59,7 @@ static void send_done(const store_res *res, void *priv)
         goto out;
     }
     const PGresult *pg = res->res[0];
-    if (check_access(r, PQgetvalue(pg, 0, 0)) < 0)
+    if (srv_chat_check_access(r, PQgetvalue(pg, 0, 0)) < 0)
         goto out;
 
     proto_buf b;
@@ -168,11 +102,18 @@ static void send_done(const store_res *res, void *priv)
     }
     msgpack_pack_map(&pk, 1);
     proto_pack_cstr(&pk, "message");
-    /* columns 2.. are id, conversation_id, seq, sender, sender_kind, text, created_at */
-    pack_msg_head(&pk, PQgetvalue(pg, 0, 2), PQgetvalue(pg, 0, 3));
-    msgpack_pack_uint64(&pk, strtoull(PQgetvalue(pg, 0, 4), NULL, 10));
-    pack_msg_tail(&pk, PQgetvalue(pg, 0, 5), PQgetvalue(pg, 0, 6), PQgetvalue(pg, 0, 7),
-                  (size_t)PQgetlength(pg, 0, 7), strtoll(PQgetvalue(pg, 0, 8), NULL, 10));
+    /* columns 2.. are id, conversation_id, seq, sender, sender_kind, text, created_at,
+     * attachments, edited_at, deleted */
+    chat_msg m = {
+        .id = PQgetvalue(pg, 0, 2), .conv = PQgetvalue(pg, 0, 3),
+        .seq = strtoull(PQgetvalue(pg, 0, 4), NULL, 10), .sender = PQgetvalue(pg, 0, 5),
+        .kind = PQgetvalue(pg, 0, 6), .text = PQgetvalue(pg, 0, 7),
+        .text_len = (size_t)PQgetlength(pg, 0, 7),
+        .created_at = strtoll(PQgetvalue(pg, 0, 8), NULL, 10), .attachments = PQgetvalue(pg, 0, 9),
+        .edited_at = PQgetisnull(pg, 0, 10) ? -1 : strtoll(PQgetvalue(pg, 0, 10), NULL, 10),
+        .deleted = PQgetvalue(pg, 0, 11)[0] == 't',
+    };
+    srv_chat_pack_msg(&pk, &m);
     srv_reply_end(r, &b);
 out:
     send_ctx_free(c);
@@ -181,17 +122,17 @@ out:
 static int send_submit(send_ctx *c)
 {
     srv_session *s = c->r->s;
-    const char *params[11] = {
-        s->tid, c->conv, s->member_id, member_kind(s), tenant_role_name(s->role), c->cmid,
+    const char *params[12] = {
+        s->tid, c->conv, s->member_id, srv_chat_kind(s), tenant_role_name(s->role), c->cmid,
         c->msg_id, c->text, c->created_s, (const char *)proto_buf_payload(&c->head),
-        (const char *)proto_buf_payload(&c->tail),
+        (const char *)proto_buf_payload(&c->tail), c->att,
     };
-    int lengths[11] = { 0 };
-    int formats[11] = { 0 };
+    int lengths[12] = { 0 };
+    int formats[12] = { 0 };
     lengths[9] = (int)c->head.len;
     lengths[10] = (int)c->tail.len;
     formats[9] = formats[10] = 1;
-    store_stmt st = { store_sql_msg_send, 11, params, lengths, formats };
+    store_stmt st = { store_sql_msg_send, 12, params, lengths, formats };
     return store_tx(srv_g.db, s->tid, &st, 1, send_done, c);
 }
 
@@ -199,7 +140,7 @@ void srv_h_msg_send(srv_req *r, const proto_request *pr)
 {
     srv_session *s = r->s;
     char conv[37];
-    if (conv_param(r, conv) < 0)
+    if (srv_chat_conv_param(r, conv) < 0)
         return;
     const char *cmid, *text;
     size_t cmid_len, text_len;
@@ -208,32 +149,46 @@ void srv_h_msg_send(srv_req *r, const proto_request *pr)
         srv_req_error(r, 400, "bad_request", "body.client_msg_id must be a UUID string");
         return;
     }
-    if (proto_get_str(pr->body, "text", &text, &text_len) != 0) {
-        srv_req_error(r, 400, "bad_request", "body.text (string) is required");
+    int rt = proto_get_str(pr->body, "text", &text, &text_len);
+    if (rt == -2) {
+        srv_req_error(r, 400, "bad_request", "body.text must be a string");
         return;
     }
-    long chars = srv_utf8_count(text, text_len);
-    if (chars < 1 || chars > TEXT_MAX_CHARS) {
+    if (rt == -1) { /* absent: allowed when there are attachments */
+        text = "";
+        text_len = 0;
+    }
+    long chars = text_len ? srv_utf8_count(text, text_len) : 0;
+    if (chars < 0 || chars > CHAT_TEXT_MAX_CHARS) {
         srv_req_error(r, 400, "bad_request",
                       chars < 0 ? "body.text is not valid UTF-8"
-                                : "body.text must be 1 to 8000 characters");
+                                : "body.text must be at most 8000 characters");
         return;
     }
-    const msgpack_object *att = proto_map_get(pr->body, "attachments");
-    if (att && att->type != MSGPACK_OBJECT_NIL &&
-        !(att->type == MSGPACK_OBJECT_ARRAY && att->via.array.size == 0)) {
-        srv_req_error(r, 400, "bad_request", "body.attachments: only an empty list is accepted in this version");
+    char *att = NULL;
+    unsigned n_att = 0;
+    const char *att_err = NULL;
+    int ra = srv_chat_attachments_json(proto_map_get(pr->body, "attachments"), &att, &n_att, &att_err);
+    if (ra == 0 && chars == 0 && n_att == 0) {
+        free(att);
+        srv_req_error(r, 400, "bad_request", "body.text must be 1 to 8000 characters (or attachments given)");
+        return;
+    }
+    if (ra == -1) {
+        srv_req_error(r, 400, "bad_request", att_err);
         return;
     }
 
-    send_ctx *c = calloc(1, sizeof *c);
+    send_ctx *c = ra == 0 ? calloc(1, sizeof *c) : NULL;
     if (!c || !(c->text = strndup(text, text_len)) || proto_buf_init(&c->head, 0, 128) < 0 ||
-        proto_buf_init(&c->tail, 0, 128 + text_len) < 0) {
+        proto_buf_init(&c->tail, 0, 128 + text_len + strlen(att)) < 0) {
         if (c)
             send_ctx_free(c);
+        free(att);
         srv_req_error(r, 500, "internal", "out of memory");
         return;
     }
+    c->att = att;
     c->r = r;
     memcpy(c->conv, conv, sizeof c->conv);
     memcpy(c->cmid, cmid, 36);
@@ -243,11 +198,16 @@ void srv_h_msg_send(srv_req *r, const proto_request *pr)
     srv_uuid(c->msg_id);
     c->created = srv_now_ms();
     snprintf(c->created_s, sizeof c->created_s, "%lld", (long long)c->created);
+    chat_msg m = {
+        .id = c->msg_id, .conv = c->conv, .sender = s->member_id, .kind = srv_chat_kind(s),
+        .text = text, .text_len = text_len, .attachments = c->att, .created_at = c->created,
+        .edited_at = -1, .deleted = false,
+    };
     msgpack_packer pk;
     proto_packer_init(&pk, &c->head);
-    pack_msg_head(&pk, c->msg_id, c->conv);
+    srv_chat_pack_msg_head(&pk, &m);
     proto_packer_init(&pk, &c->tail);
-    pack_msg_tail(&pk, s->member_id, member_kind(s), text, text_len, c->created);
+    srv_chat_pack_msg_tail(&pk, &m);
     if (c->head.oom || c->tail.oom) {
         send_ctx_free(c);
         srv_req_error(r, 500, "internal", "out of memory");
@@ -278,7 +238,7 @@ static void history_done(const store_res *res, void *priv)
         srv_req_store_error(r, res);
         goto out;
     }
-    if (check_access(r, PQgetvalue(res->res[0], 0, 0)) < 0)
+    if (srv_chat_check_access(r, PQgetvalue(res->res[0], 0, 0)) < 0)
         goto out;
     const PGresult *pg = res->res[1];
     int n = PQntuples(pg);
@@ -294,8 +254,11 @@ static void history_done(const store_res *res, void *priv)
     msgpack_pack_map(&pk, 2);
     proto_pack_cstr(&pk, "messages");
     msgpack_pack_array(&pk, (size_t)n);
-    for (int i = 0; i < n; i++) /* always ascending by seq */
-        pack_msg_row(&pk, pg, c->desc ? n - 1 - i : i, 0, c->conv);
+    for (int i = 0; i < n; i++) { /* always ascending by seq */
+        chat_msg m;
+        srv_chat_msg_from_row(&m, pg, c->desc ? n - 1 - i : i, 0, c->conv);
+        srv_chat_pack_msg(&pk, &m);
+    }
     proto_pack_cstr(&pk, "has_more");
     if (more)
         msgpack_pack_true(&pk);
@@ -310,7 +273,7 @@ void srv_h_msg_history(srv_req *r, const proto_request *pr)
 {
     srv_session *s = r->s;
     char conv[37];
-    if (conv_param(r, conv) < 0)
+    if (srv_chat_conv_param(r, conv) < 0)
         return;
     uint64_t before = INT64_MAX, after = 0, limit = HISTORY_DEFAULT;
     int rb = proto_get_u64(pr->q, "before", &before);
@@ -335,7 +298,7 @@ void srv_h_msg_history(srv_req *r, const proto_request *pr)
     snprintf(before_s, sizeof before_s, "%llu", (unsigned long long)before);
     snprintf(after_s, sizeof after_s, "%llu", (unsigned long long)after);
     snprintf(limit_s, sizeof limit_s, "%u", c->limit + 1);
-    const char *acc[5] = { s->tid, conv, s->member_id, member_kind(s), tenant_role_name(s->role) };
+    const char *acc[5] = { s->tid, conv, s->member_id, srv_chat_kind(s), tenant_role_name(s->role) };
     const char *hp[5] = { s->tid, conv, after_s, before_s, limit_s };
     store_stmt st[2] = {
         { store_sql_conv_access, 5, acc, NULL, NULL },
@@ -528,7 +491,7 @@ static void conv_list_done(const store_res *res, void *priv)
     proto_pack_cstr(&pk, "conversations");
     msgpack_pack_array(&pk, (size_t)n);
     for (int i = 0; i < n; i++) {
-        msgpack_pack_map(&pk, 7);
+        msgpack_pack_map(&pk, 9);
         proto_pack_cstr(&pk, "id");
         proto_pack_cstr(&pk, PQgetvalue(pg, i, 0));
         proto_pack_cstr(&pk, "client_id");
@@ -542,10 +505,15 @@ static void conv_list_done(const store_res *res, void *priv)
         proto_pack_cstr(&pk, "last_seq");
         msgpack_pack_uint64(&pk, strtoull(PQgetvalue(pg, i, 4), NULL, 10));
         proto_pack_cstr(&pk, "last_message");
-        if (PQgetisnull(pg, i, 6))
+        chat_msg m;
+        if (srv_chat_msg_from_row(&m, pg, i, 6, PQgetvalue(pg, i, 0)) < 0)
             msgpack_pack_nil(&pk);
         else
-            pack_msg_row(&pk, pg, i, 6, PQgetvalue(pg, i, 0));
+            srv_chat_pack_msg(&pk, &m);
+        proto_pack_cstr(&pk, "read_seq");
+        msgpack_pack_uint64(&pk, strtoull(PQgetvalue(pg, i, 15), NULL, 10));
+        proto_pack_cstr(&pk, "unread");
+        msgpack_pack_uint64(&pk, strtoull(PQgetvalue(pg, i, 16), NULL, 10));
     }
     srv_reply_end(r, &b);
 }
@@ -554,7 +522,7 @@ void srv_h_conv_list(srv_req *r, const proto_request *pr)
 {
     (void)pr;
     srv_session *s = r->s;
-    const char *params[4] = { s->tid, s->member_id, member_kind(s), tenant_role_name(s->role) };
+    const char *params[4] = { s->tid, s->member_id, srv_chat_kind(s), tenant_role_name(s->role) };
     store_stmt st = { store_sql_conv_list, 4, params, NULL, NULL };
     int rc = store_tx(srv_g.db, s->tid, &st, 1, conv_list_done, r);
     if (rc != 0) {

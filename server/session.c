@@ -16,6 +16,7 @@
 enum {
     H_SESSION = 0, H_REFRESH, H_CONV_CREATE, H_CONV_LIST, H_MSG_SEND, H_MSG_HISTORY,
     H_SUBSCRIBE, H_UNSUBSCRIBE,
+    H_MSG_EDIT, H_MSG_DELETE, H_CONV_READ, H_CONV_TYPING,
 };
 
 const proto_route srv_route_table[] = {
@@ -27,6 +28,10 @@ const proto_route srv_route_table[] = {
     { PROTO_GET, "/v1/conversations/:id/messages", H_MSG_HISTORY },
     { PROTO_POST, "/v1/subscriptions", H_SUBSCRIBE },
     { PROTO_DELETE, "/v1/subscriptions/:channel", H_UNSUBSCRIBE },
+    { PROTO_PATCH, "/v1/conversations/:id/messages/:seq", H_MSG_EDIT },
+    { PROTO_DELETE, "/v1/conversations/:id/messages/:seq", H_MSG_DELETE },
+    { PROTO_POST, "/v1/conversations/:id/read", H_CONV_READ },
+    { PROTO_POST, "/v1/conversations/:id/typing", H_CONV_TYPING },
 };
 const size_t srv_n_routes = sizeof srv_route_table / sizeof srv_route_table[0];
 
@@ -39,6 +44,10 @@ const srv_handler_def srv_handlers[] = {
     [H_MSG_HISTORY] = { srv_h_msg_history, true },
     [H_SUBSCRIBE] = { srv_h_subscribe, true },
     [H_UNSUBSCRIBE] = { srv_h_unsubscribe, true },
+    [H_MSG_EDIT] = { srv_h_msg_edit, true },
+    [H_MSG_DELETE] = { srv_h_msg_delete, true },
+    [H_CONV_READ] = { srv_h_conv_read, true },
+    [H_CONV_TYPING] = { srv_h_conv_typing, true },
 };
 
 /* ================================================================== lifecycle */
@@ -106,6 +115,7 @@ void srv_session_closed(srv_session *s)
 {
     lws_sul_cancel(&s->sul_auth);
     lws_sul_cancel(&s->sul_exp);
+    srv_chat_typing_closed(s);
     srv_hub_drop_session(s);
     srv_hub_remove_session(s);
     queue_clear(s);

@@ -92,6 +92,7 @@ typedef struct srv_session {
     lws_sorted_usec_list_t sul_exp;  /* token expiry */
 
     srv_sub *subs;          /* this session's subscriptions */
+    struct srv_typing *typing; /* typing entries this session owns (h_chat_read.c) */
     struct srv_session *t_prev, *t_next; /* the tenant's session list */
     bool in_tenant_list;
 } srv_session;
@@ -161,6 +162,12 @@ void srv_h_msg_send(srv_req *r, const proto_request *pr);
 void srv_h_msg_history(srv_req *r, const proto_request *pr);
 void srv_h_subscribe(srv_req *r, const proto_request *pr);
 void srv_h_unsubscribe(srv_req *r, const proto_request *pr);
+void srv_h_msg_edit(srv_req *r, const proto_request *pr);
+void srv_h_msg_delete(srv_req *r, const proto_request *pr);
+void srv_h_conv_read(srv_req *r, const proto_request *pr);
+void srv_h_conv_typing(srv_req *r, const proto_request *pr);
+/* h_chat_read.c: the session closes; a member it showed typing stops typing. */
+void srv_chat_typing_closed(srv_session *s);
 
 /* ------------------------------------------------------------------ hub */
 
