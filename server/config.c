@@ -37,7 +37,7 @@ typedef struct cfg__num {
 
 enum {
     NUM_MAX_MESSAGE, NUM_MAX_INFLIGHT, NUM_AUTH_TIMEOUT, NUM_SENDQ_BYTES,
-    NUM_SENDQ_FRAMES, NUM_DB_POOL, NUM_DB_CONNECT_TIMEOUT, NUM__COUNT
+    NUM_SENDQ_FRAMES, NUM_DB_POOL, NUM_DB_CONNECT_TIMEOUT, NUM_AR_WATCH_HZ, NUM__COUNT
 };
 
 static const cfg__num cfg__nums[NUM__COUNT] = {
@@ -55,6 +55,8 @@ static const cfg__num cfg__nums[NUM__COUNT] = {
                      "PostgreSQL connections per worker"},
     [NUM_DB_CONNECT_TIMEOUT] = {"INKWIRE_DB_CONNECT_TIMEOUT_S", 0, 3600, 15, "s",
                                 "how long start-up retries the database (0 = once)"},
+    [NUM_AR_WATCH_HZ] = {"INKWIRE_AR_WATCH_HZ", 1, 1000, 10, "Hz",
+                         "live AR telemetry frames per second per session to watchers"},
 };
 
 typedef struct cfg__ctx {
@@ -526,6 +528,7 @@ static int cfg__numbers(cfg__ctx *x, srv_config *c)
     c->sendq_max_frames = (unsigned)v[NUM_SENDQ_FRAMES];
     c->db_pool = (unsigned)v[NUM_DB_POOL];
     c->db_connect_timeout_s = (unsigned)v[NUM_DB_CONNECT_TIMEOUT];
+    c->ar_watch_hz = (unsigned)v[NUM_AR_WATCH_HZ];
     return 0;
 }
 

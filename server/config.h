@@ -36,6 +36,8 @@ typedef struct srv_config {
     unsigned db_pool;          /* INKWIRE_DB_POOL connections, default 4 (1..64) */
     unsigned db_connect_timeout_s; /* INKWIRE_DB_CONNECT_TIMEOUT_S start-up retry window, default 15 */
     int log_level;             /* INKWIRE_LOG_LEVEL: 0 error, 1 warn, 2 info (default), 3 debug */
+    /* AR telemetry (added with the "bookings, AR telemetry" issue) */
+    unsigned ar_watch_hz;      /* INKWIRE_AR_WATCH_HZ frames/s per AR session to watchers, default 10 (1..1000) */
 } srv_config;
 
 /* Returns the value of an environment variable, or NULL. */

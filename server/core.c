@@ -51,9 +51,11 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&sig_term, NULL);
     /* sockets first (sessions see their close), then the pool (pending
      * callbacks find closed sessions and drop their replies) */
+    srv_ar_stop_watches();          /* their timers live in the lws context */
     lws_context_destroy(srv_g.ctx);
     srv_g.ctx = NULL;
     store_close(srv_g.db);
+    srv_ar_free();                  /* after store_close answered its transactions */
     srv_g.db = NULL;
 }
 

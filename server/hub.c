@@ -120,6 +120,30 @@ static void deliver(srv_channel *ch, uint64_t seq, srv_frame *f)
     }
 }
 
+/* An ephemeral frame through the lossy lane; subscribers still in their
+ * subscribe query miss it (telemetry: the next frame carries newer values). */
+void srv_hub_publish_lossy(const char *tid, const char *channel, srv_frame *f)
+{
+    srv_g.m.events_published++;
+    char key[37 + 1 + CHANNEL_MAX];
+    channel_key(key, sizeof key, tid, channel);
+    srv_channel *ch = srv_map_get(&channels, key);
+    for (srv_sub *sub = ch ? ch->subs : NULL; sub; sub = sub->ch_next) {
+        if (!sub->live)
+            continue;
+        srv_session_send_lossy(sub->s, f);
+        srv_g.m.deliveries++;
+    }
+}
+
+bool srv_hub_has_subscribers(const char *tid, const char *channel)
+{
+    char key[37 + 1 + CHANNEL_MAX];
+    channel_key(key, sizeof key, tid, channel);
+    srv_channel *ch = srv_map_get(&channels, key);
+    return ch && ch->subs;
+}
+
 static void gap_cb(lws_sorted_usec_list_t *sul);
 
 static void schedule_gap_fill(srv_channel *ch)
@@ -383,17 +407,22 @@ typedef struct sub_ctx {
     srv_req *r;
     char name[CHANNEL_MAX];
     unsigned gen;
-    bool has_since, is_conv;
+    bool has_since, is_conv;    /* is_conv: an access statement runs first */
+    const char *acc_sql;        /* store_sql_conv_access or store_sql_ar_access */
+    const char *not_found;      /* the 404 message of a failed access check */
     uint64_t since;
 } sub_ctx;
 
 /* Parse and authorize a channel name for session s. Returns 0 with a canonical
- * name in out (and *is_conv, *conv_id) or replies with an error and returns -1. */
+ * name in out (and *is_conv, *conv_id: the id that c->acc_sql checks) or
+ * replies with an error and returns -1. */
 static int check_channel(srv_req *r, const char *ch, size_t len, char *out, bool *is_conv,
-                         char *conv_id)
+                         char *conv_id, sub_ctx *c)
 {
     srv_session *s = r->s;
     *is_conv = false;
+    c->acc_sql = store_sql_conv_access;
+    c->not_found = "no such conversation";
     if (len == 6 && memcmp(ch, "studio", 6) == 0) {
         if (s->is_client) {
             srv_req_error(r, 403, "forbidden", "the studio channel is for staff");
@@ -416,6 +445,17 @@ static int check_channel(srv_req *r, const char *ch, size_t len, char *out, bool
         conv_id[36] = '\0';
         snprintf(out, CHANNEL_MAX, "conv:%s", conv_id);
         *is_conv = true;
+        return 0;
+    }
+    if (len == 3 + 36 && memcmp(ch, "ar:", 3) == 0 && proto_is_uuid(ch + 3, 36)) {
+        /* live AR telemetry (ephemeral): staff, or the client who owns it */
+        for (int i = 0; i < 36; i++)
+            conv_id[i] = (char)((ch[3 + i] >= 'A' && ch[3 + i] <= 'F') ? ch[3 + i] + 32 : ch[3 + i]);
+        conv_id[36] = '\0';
+        snprintf(out, CHANNEL_MAX, "ar:%s", conv_id);
+        *is_conv = true;
+        c->acc_sql = store_sql_ar_access;
+        c->not_found = "no such AR session";
         return 0;
     }
     srv_req_error(r, 404, "not_found", "unknown channel");
@@ -446,7 +486,7 @@ static void subscribe_done(const store_res *res, void *priv)
             if (strcmp(acc, "forbidden") == 0)
                 srv_req_error(r, 403, "forbidden", "not a participant of this conversation");
             else
-                srv_req_error(r, 404, "not_found", "no such conversation");
+                srv_req_error(r, 404, "not_found", c->not_found);
             goto out;
         }
     }
@@ -540,7 +580,7 @@ void srv_h_subscribe(srv_req *r, const proto_request *pr)
         return;
     }
     char conv_id[37] = "";
-    if (check_channel(r, chs, ch_len, c->name, &c->is_conv, conv_id) < 0) {
+    if (check_channel(r, chs, ch_len, c->name, &c->is_conv, conv_id, c) < 0) {
         free(c);
         return;
     }
@@ -583,7 +623,7 @@ void srv_h_subscribe(srv_req *r, const proto_request *pr)
                                   tenant_role_name(s->role) };
     const char *rp_params[4] = { s->tid, c->name, since_s, limit_s };
     store_stmt st[2] = {
-        { store_sql_conv_access, 5, acc_params, NULL, NULL },
+        { c->acc_sql, 5, acc_params, NULL, NULL },
         { store_sql_channel_replay, 4, rp_params, NULL, NULL },
     };
     int n = c->is_conv ? 2 : 1;

@@ -112,6 +112,13 @@ char *srv_metrics_render(size_t *len)
     counter(&t, "inkwire_events_published_total", "Events published to the hub.", m->events_published, false);
     counter(&t, "inkwire_deliveries_total", "Event frames queued to subscribers.", m->deliveries, false);
     counter(&t, "inkwire_slow_consumer_closes_total", "Sockets closed with 4008.", m->slow_consumer_closes, false);
+    counter(&t, "inkwire_lossy_dropped_total", "Lossy-lane (AR telemetry) frames dropped under send pressure.", m->lossy_dropped, false);
+    store_ingest_stats is;
+    srv_ar_ingest_stats(&is);
+    counter(&t, "inkwire_ar_events_stored_total", "AR telemetry events committed.", is.rows_stored, false);
+    counter(&t, "inkwire_ar_batches_stored_total", "AR telemetry batches committed (202).", is.batches_stored, false);
+    counter(&t, "inkwire_ar_ingest_tx_total", "AR ingest transactions committed.", is.tx_ok, false);
+    counter(&t, "inkwire_ar_ingest_queued", "AR telemetry events accepted and not yet answered.", is.queued_rows, true);
 
     store_stats ss;
     store_get_stats(srv_g.db, &ss);

@@ -16,6 +16,7 @@
 enum {
     H_SESSION = 0, H_REFRESH, H_CONV_CREATE, H_CONV_LIST, H_MSG_SEND, H_MSG_HISTORY,
     H_SUBSCRIBE, H_UNSUBSCRIBE,
+    H_AR_CREATE, H_AR_EVENTS, H_AR_END,
     H_MSG_EDIT, H_MSG_DELETE, H_CONV_READ, H_CONV_TYPING,
 };
 
@@ -28,6 +29,9 @@ const proto_route srv_route_table[] = {
     { PROTO_GET, "/v1/conversations/:id/messages", H_MSG_HISTORY },
     { PROTO_POST, "/v1/subscriptions", H_SUBSCRIBE },
     { PROTO_DELETE, "/v1/subscriptions/:channel", H_UNSUBSCRIBE },
+    { PROTO_POST, "/v1/ar-sessions", H_AR_CREATE },
+    { PROTO_POST, "/v1/ar-sessions/:id/events", H_AR_EVENTS },
+    { PROTO_POST, "/v1/ar-sessions/:id/end", H_AR_END },
     { PROTO_PATCH, "/v1/conversations/:id/messages/:seq", H_MSG_EDIT },
     { PROTO_DELETE, "/v1/conversations/:id/messages/:seq", H_MSG_DELETE },
     { PROTO_POST, "/v1/conversations/:id/read", H_CONV_READ },
@@ -44,6 +48,9 @@ const srv_handler_def srv_handlers[] = {
     [H_MSG_HISTORY] = { srv_h_msg_history, true },
     [H_SUBSCRIBE] = { srv_h_subscribe, true },
     [H_UNSUBSCRIBE] = { srv_h_unsubscribe, true },
+    [H_AR_CREATE] = { srv_h_ar_create, true },
+    [H_AR_EVENTS] = { srv_h_ar_events, true },
+    [H_AR_END] = { srv_h_ar_end, true },
     [H_MSG_EDIT] = { srv_h_msg_edit, true },
     [H_MSG_DELETE] = { srv_h_msg_delete, true },
     [H_CONV_READ] = { srv_h_conv_read, true },
@@ -185,6 +192,25 @@ void srv_session_send(srv_session *s, srv_frame *f)
     s->q_bytes += f->len;
     if (s->q_count == 1)
         lws_callback_on_writable(s->wsi);
+}
+
+/*
+ * The lossy lane (AR telemetry). A lossy frame may only fill the queue up to
+ * HALF its bounds; above that it is dropped and counted, and it never closes
+ * the socket. So telemetry alone can never push a socket over the 4008 limit,
+ * and the other half always stays for reliable (chat) frames, which keep the
+ * 4008 rule of srv_session_send().
+ */
+void srv_session_send_lossy(srv_session *s, srv_frame *f)
+{
+    if (!s->wsi || s->close_code)
+        return;
+    const srv_config *c = srv_g.cfg;
+    if (s->q_count + 1 > c->sendq_max_frames / 2 || s->q_bytes + f->len > c->sendq_max_bytes / 2) {
+        srv_g.m.lossy_dropped++;
+        return;
+    }
+    srv_session_send(s, f);
 }
 
 int srv_session_writeable(srv_session *s)

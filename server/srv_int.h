@@ -110,6 +110,10 @@ int srv_session_writeable(srv_session *s);
 /* Queue a frame (takes a new reference). Closes the socket with 4008 when the
  * queue is over its bounds. No-op on a closed session. */
 void srv_session_send(srv_session *s, srv_frame *f);
+/* The lossy lane (AR telemetry): queue f unless the queue is already over
+ * half its bounds, in which case f is dropped and counted
+ * (inkwire_lossy_dropped_total). Never closes the socket. */
+void srv_session_send_lossy(srv_session *s, srv_frame *f);
 /* Ask for the socket to be closed with code/reason at the next chance. */
 void srv_session_close(srv_session *s, int code, const char *reason);
 /* Mark authenticated: fill identity, cancel the auth timer, arm the expiry timer. */
@@ -162,6 +166,14 @@ void srv_h_msg_send(srv_req *r, const proto_request *pr);
 void srv_h_msg_history(srv_req *r, const proto_request *pr);
 void srv_h_subscribe(srv_req *r, const proto_request *pr);
 void srv_h_unsubscribe(srv_req *r, const proto_request *pr);
+void srv_h_ar_create(srv_req *r, const proto_request *pr);
+void srv_h_ar_events(srv_req *r, const proto_request *pr);
+void srv_h_ar_end(srv_req *r, const proto_request *pr);
+/* h_ar.c process hooks: cancel and free the live watches (before the lws
+ * context goes); free the telemetry ingest (after store_close); its counters. */
+void srv_ar_stop_watches(void);
+void srv_ar_free(void);
+void srv_ar_ingest_stats(store_ingest_stats *out);
 void srv_h_msg_edit(srv_req *r, const proto_request *pr);
 void srv_h_msg_delete(srv_req *r, const proto_request *pr);
 void srv_h_conv_read(srv_req *r, const proto_request *pr);
@@ -188,6 +200,10 @@ struct srv_sub {
 /* Publish an event frame on tenant tid's channel. seq 0 = ephemeral. The hub
  * takes its own references; the caller keeps its own. */
 void srv_hub_publish(const char *tid, const char *channel, uint64_t seq, srv_frame *f);
+/* Publish an ephemeral frame through the lossy lane (srv_session_send_lossy). */
+void srv_hub_publish_lossy(const char *tid, const char *channel, srv_frame *f);
+/* true when tenant tid's channel has at least one subscriber on this node. */
+bool srv_hub_has_subscribers(const char *tid, const char *channel);
 /* Remove every subscription of a session (on close). */
 void srv_hub_drop_session(srv_session *s);
 /* Tenant session index. */
@@ -206,6 +222,7 @@ typedef struct srv_metrics {
     unsigned long long connections_total, connections_open, sessions_open;
     unsigned long long frames_in, frames_out, bytes_in, bytes_out;
     unsigned long long slow_consumer_closes, events_published, deliveries;
+    unsigned long long lossy_dropped;  /* lossy-lane frames dropped under pressure */
 } srv_metrics;
 
 void srv_metrics_request(int route, int status, uint64_t dur_ns);

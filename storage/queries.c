@@ -284,3 +284,379 @@ const char store_sql_member_delete[] =
     "SELECT (SELECT count(*) FROM u) + (SELECT count(*) FROM c),"
     "       EXISTS (SELECT 1 FROM users WHERE studio_id = $1::uuid AND id = $2::uuid)"
     "       OR EXISTS (SELECT 1 FROM clients WHERE studio_id = $1::uuid AND id = $2::uuid)";
+
+/* ---- AR sessions (005_ar.sql) ------------------------------------------- */
+
+const char store_sql_ar_create[] =
+    "INSERT INTO ar_sessions (studio_id, id, client_id, design_id, device)"
+    " VALUES ($1::uuid, $2::uuid, $3::uuid, $4, $5::jsonb)"
+    " RETURNING " MS("started_at");
+
+const char store_sql_ar_access[] =
+    "SELECT CASE WHEN s.id IS NULL THEN 'none'"
+    "            WHEN $4 = 'user' AND $5 IN ('owner', 'artist', 'assistant') THEN 'ok'"
+    "            WHEN s.client_id = $3::uuid THEN 'ok'"
+    "            ELSE 'none' END"
+    "  FROM (SELECT 1) AS one"
+    "  LEFT JOIN ar_sessions s ON s.studio_id = $1::uuid AND s.id = $2::uuid";
+
+/*
+ * The ingest statement. `cnt` counts the events of each (session, member);
+ * `up` locks and advances each matching session's counter (the row lock
+ * serialises concurrent ingests of one session: a second transaction waits
+ * and then sees the advanced counter); `ins` numbers the rows of each session
+ * from its old counter in array order (WITH ORDINALITY = arrival order).
+ */
+const char store_sql_ar_ingest[] =
+    "WITH b AS ("
+    "  SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::int8[], $5::text[], $6::bytea[])"
+    "         WITH ORDINALITY AS x(session_id, member, t_ms, type, v, ord)"
+    "), cnt AS ("
+    "  SELECT session_id, member, count(*) AS n FROM b GROUP BY session_id, member"
+    "), up AS ("
+    "  UPDATE ar_sessions s"
+    "     SET next_idx = s.next_idx + CASE WHEN s.ended_at IS NULL THEN cnt.n ELSE 0 END"
+    "    FROM cnt"
+    "   WHERE s.studio_id = $1::uuid AND s.id = cnt.session_id AND s.client_id = cnt.member"
+    "  RETURNING s.id, s.client_id, s.ended_at IS NOT NULL AS ended,"
+    "            s.next_idx - CASE WHEN s.ended_at IS NULL THEN cnt.n ELSE 0 END AS base"
+    "), ins AS ("
+    "  INSERT INTO ar_events (studio_id, session_id, idx, t_ms, type, v)"
+    "  SELECT $1::uuid, b.session_id,"
+    "         up.base + row_number() OVER (PARTITION BY b.session_id ORDER BY b.ord) - 1,"
+    "         b.t_ms, b.type, b.v"
+    "    FROM b JOIN up ON up.id = b.session_id AND up.client_id = b.member AND NOT up.ended"
+    "  RETURNING 1"
+    ")"
+    "SELECT up.id, up.client_id, up.ended, up.base FROM up"; /* ins runs regardless */
+
+const char store_sql_set_studio[] = "SELECT set_config('inkwire.studio_id', $1, true)";
+
+const char store_sql_ar_end[] =
+    "WITH s AS ("
+    "  SELECT 1 FROM ar_sessions"
+    "   WHERE studio_id = $1::uuid AND id = $2::uuid AND client_id = $3::uuid"
+    "), up AS ("
+    "  UPDATE ar_sessions a"
+    "     SET ended_at = to_timestamp($7::bigint / 1000.0), duration_ms = $4::bigint,"
+    "         adjustments = $5::int, screenshot_saved = $6::boolean,"
+    "         high_intent = $4::bigint > 120000"
+    "   WHERE a.studio_id = $1::uuid AND a.id = $2::uuid AND a.client_id = $3::uuid"
+    "     AND a.ended_at IS NULL"
+    "  RETURNING a.id, a.client_id, a.design_id, a.high_intent"
+    "), head AS ("
+    "  INSERT INTO channel_heads AS h (studio_id, channel, seq)"
+    "  SELECT $1::uuid, 'studio', 1 FROM up WHERE up.high_intent"
+    "  ON CONFLICT (studio_id, channel) DO UPDATE SET seq = h.seq + 1"
+    "  RETURNING h.seq"
+    "), ev AS ("
+    "  INSERT INTO events (studio_id, channel, seq, type, data, created_at)"
+    "  SELECT $1::uuid, 'studio', head.seq, 'ar.high_intent',"
+    "         '\\x84'::bytea"
+    "         || inkwire_mp_str('ar_session_id') || inkwire_mp_str(up.id::text)"
+    "         || inkwire_mp_str('client_id') || inkwire_mp_str(up.client_id::text)"
+    "         || inkwire_mp_str('design_id') || inkwire_mp_str(up.design_id)"
+    "         || inkwire_mp_str('duration_ms') || '\\xd3'::bytea || int8send($4::bigint),"
+    "         to_timestamp($7::bigint / 1000.0)"
+    "    FROM head, up"
+    "  RETURNING seq, data"
+    ")"
+    "SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM up),"
+    "       (SELECT seq FROM ev), (SELECT data FROM ev)";
+
+/* ---- cluster: presence, inquiries, server publish (006_cluster.sql) ------ */
+
+/* The next seq of a channel: the head's row lock orders appenders across nodes. */
+#define APPEND_HEAD(chan, from) \
+    "  INSERT INTO channel_heads AS h (studio_id, channel, seq)" \
+    "  SELECT $1::uuid, " chan ", 1 FROM " from \
+    "  ON CONFLICT (studio_id, channel) DO UPDATE SET seq = h.seq + 1" \
+    "  RETURNING h.seq"
+
+const char store_sql_event_append[] =
+    "WITH head AS (" APPEND_HEAD("$2", "(SELECT 1) AS one") "),"
+    " ev AS (INSERT INTO events (studio_id, channel, seq, type, data, created_at)"
+    "        SELECT $1::uuid, $2, head.seq, $3, $4::bytea, to_timestamp($5::bigint / 1000.0)"
+    "          FROM head RETURNING seq)"
+    "SELECT seq FROM ev";
+
+const char store_sql_last_seen[] =
+    "WITH u AS (UPDATE users SET last_seen_at = to_timestamp($3::bigint / 1000.0)"
+    "            WHERE studio_id = $1::uuid AND id = $2::uuid RETURNING 1),"
+    "     c AS (UPDATE clients SET last_seen_at = to_timestamp($3::bigint / 1000.0)"
+    "            WHERE studio_id = $1::uuid AND id = $2::uuid RETURNING 1)"
+    "SELECT (SELECT count(*) FROM u) + (SELECT count(*) FROM c)";
+
+const char store_sql_inquiry_create[] =
+    "WITH conv AS ("
+    "  INSERT INTO conversations (id, studio_id, client_id, subject, created_by, created_at)"
+    "  SELECT $3::uuid, $1::uuid, $4::uuid, 'Inquiry', $4::uuid, to_timestamp($9::bigint / 1000.0)"
+    "   WHERE EXISTS (SELECT 1 FROM clients"
+    "                  WHERE studio_id = $1::uuid AND id = $4::uuid AND deleted_at IS NULL)"
+    "  RETURNING id"
+    "), inq AS ("
+    "  INSERT INTO inquiries (id, studio_id, client_id, conversation_id, text, design_ref,"
+    "                         preferred_dates, budget_cents, created_at)"
+    "  SELECT $2::uuid, $1::uuid, $4::uuid, conv.id, $5, $6, $7::jsonb, $8::bigint,"
+    "         to_timestamp($9::bigint / 1000.0)"
+    "    FROM conv RETURNING id"
+    "), head AS (" APPEND_HEAD("'studio'", "inq") "),"
+    " ev AS (INSERT INTO events (studio_id, channel, seq, type, data, created_at)"
+    "        SELECT $1::uuid, 'studio', head.seq, 'inquiry.created', $10::bytea,"
+    "               to_timestamp($9::bigint / 1000.0)"
+    "          FROM head RETURNING seq)"
+    "SELECT (SELECT seq FROM ev)";
+
+const char store_sql_inquiry_claim[] =
+    "WITH upd AS ("
+    "  UPDATE inquiries SET claimed_by = $3::uuid, claimed_at = to_timestamp($4::bigint / 1000.0)"
+    "   WHERE studio_id = $1::uuid AND id = $2::uuid AND claimed_by IS NULL"
+    "  RETURNING id, conversation_id"
+    "), part AS ("
+    "  INSERT INTO conversation_participants (studio_id, conversation_id, user_id)"
+    "  SELECT $1::uuid, upd.conversation_id, $3::uuid FROM upd"
+    "  ON CONFLICT DO NOTHING RETURNING 1"
+    "), head AS (" APPEND_HEAD("'studio'", "upd") "),"
+    " ev AS (INSERT INTO events (studio_id, channel, seq, type, data, created_at)"
+    "        SELECT $1::uuid, 'studio', head.seq, 'inquiry.claimed', $5::bytea,"
+    "               to_timestamp($4::bigint / 1000.0)"
+    "          FROM head RETURNING seq"
+    "), seen AS ("
+    "  UPDATE notification_outbox SET delivered_at = now()"
+    "   WHERE studio_id = $1::uuid AND kind = 'inquiry.created' AND delivered_at IS NULL"
+    "     AND payload->>'inquiry_id' = $2 AND EXISTS (SELECT 1 FROM upd)"
+    "  RETURNING 1"
+    ")"
+    "SELECT (SELECT seq FROM ev), (SELECT count(*) FROM part), (SELECT count(*) FROM seen)";
+
+const char store_sql_inquiry_get[] =
+    "SELECT claimed_by, conversation_id, " MS("claimed_at")
+    "  FROM inquiries WHERE studio_id = $1::uuid AND id = $2::uuid";
+
+const char store_sql_inquiry_list[] =
+    "SELECT id, client_id, conversation_id, text, design_ref, preferred_dates::text,"
+    "       budget_cents, " MS("created_at") ", claimed_by, " MS("claimed_at")
+    "  FROM inquiries WHERE studio_id = $1::uuid"
+    " ORDER BY created_at DESC, id LIMIT $2::int";
+
+const char store_sql_outbox_seen[] =
+    "WITH s AS (UPDATE notification_outbox SET delivered_at = now()"
+    "            WHERE studio_id = $1::uuid AND kind = $2 AND member_id IS NULL"
+    "              AND delivered_at IS NULL RETURNING 1)"
+    "SELECT count(*) FROM s";
+
+const char store_sql_outbox_add[] =
+    "INSERT INTO notification_outbox (studio_id, id, member_id, kind, payload, created_at)"
+    " VALUES ($1::uuid, $2::uuid, NULL, $3, $4::jsonb, to_timestamp($5::bigint / 1000.0))";
+
+/* ---- plans, bookings, reminders (004_bookings.sql) ---------------------- */
+
+#define PLAN_COLS \
+    "p.name, p.max_active_clients, p.max_staff, p.messaging, p.scheduling, p.video," \
+    " p.connections_per_tenant, p.rate_per_min, p.burst"
+
+const char store_sql_plan_of_studio[] =
+    "SELECT " PLAN_COLS " FROM studios s JOIN plans p ON p.name = s.plan WHERE s.id = $1::uuid";
+
+const char store_sql_plan_get[] = "SELECT " PLAN_COLS " FROM plans p WHERE p.name = $1";
+
+const char store_sql_member_quota[] = "SELECT inkwire_member_quota($1::uuid, $2::uuid, $3)";
+
+const char store_sql_appt_lock_artist[] =
+    "SELECT pg_advisory_xact_lock(hashtextextended('inkwire.artist:' || $1 || ':' || $2, 0))";
+
+const char store_sql_appt_lock_appt[] =
+    "SELECT pg_advisory_xact_lock(hashtextextended("
+    "           'inkwire.artist:' || a.studio_id::text || ':' || a.artist_id::text, 0))"
+    "  FROM appointments a WHERE a.studio_id = $1::uuid AND a.id = $2::uuid";
+
+#define APPT_PLAN \
+    "plan AS (SELECT p.scheduling FROM studios s JOIN plans p ON p.name = s.plan" \
+    "          WHERE s.id = $1::uuid)"
+
+/* The two event appends of an appointment change: the studio head first,
+ * then the client's (a fixed order, so two transactions never wait on each
+ * other's heads in opposite orders). `src` has client_id, data. */
+#define APPT_EVENTS(src, type) \
+    "), hs AS (" \
+    "  INSERT INTO channel_heads AS h (studio_id, channel, seq)" \
+    "  SELECT $1::uuid, 'studio', 1 FROM " src \
+    "  ON CONFLICT (studio_id, channel) DO UPDATE SET seq = h.seq + 1" \
+    "  RETURNING h.seq" \
+    "), hu AS (" \
+    "  INSERT INTO channel_heads AS h (studio_id, channel, seq)" \
+    "  SELECT $1::uuid, 'user:' || " src ".client_id, 1 FROM " src ", hs" \
+    "  ON CONFLICT (studio_id, channel) DO UPDATE SET seq = h.seq + 1" \
+    "  RETURNING h.seq" \
+    "), es AS (" \
+    "  INSERT INTO events (studio_id, channel, seq, type, data, created_at)" \
+    "  SELECT $1::uuid, 'studio', hs.seq, '" type "', " src ".data, now() FROM " src ", hs" \
+    "  RETURNING seq" \
+    "), eu AS (" \
+    "  INSERT INTO events (studio_id, channel, seq, type, data, created_at)" \
+    "  SELECT $1::uuid, 'user:' || " src ".client_id, hu.seq, '" type "', " src ".data, now()" \
+    "    FROM " src ", hu" \
+    "  RETURNING seq" \
+    ")"
+
+const char store_sql_appt_create[] =
+    "WITH " APPT_PLAN ", ins AS ("
+    "  INSERT INTO appointments AS a (id, studio_id, client_id, artist_id, start_time, end_time,"
+    "                                 status, notes, deposit_cents, created_by, created_at, updated_at)"
+    "  SELECT $2::uuid, $1::uuid, $3::uuid, $4::uuid, to_timestamp($5::bigint / 1000.0),"
+    "         to_timestamp($6::bigint / 1000.0), $7::text, $8::text, $9::bigint, $10::uuid, now(), now()"
+    "   WHERE (SELECT scheduling FROM plan)"
+    "     AND EXISTS (SELECT 1 FROM clients WHERE studio_id = $1::uuid AND id = $3::uuid"
+    "                                         AND deleted_at IS NULL)"
+    "     AND EXISTS (SELECT 1 FROM users WHERE studio_id = $1::uuid AND id = $4::uuid"
+    "                                       AND deleted_at IS NULL AND role IN ('owner', 'artist'))"
+    "  RETURNING a.client_id, inkwire_appt_mp(a) AS data"
+    APPT_EVENTS("ins", "appointment.created")
+    "SELECT (SELECT scheduling FROM plan), (SELECT data FROM ins), (SELECT seq FROM es),"
+    "       (SELECT seq FROM eu), inkwire_bk_ms(now()), (SELECT client_id FROM ins)";
+
+/*
+ * The verdict is computed from the row as locked (FOR UPDATE: under
+ * concurrency it is the latest committed version), in this order: plan,
+ * existence (a client sees only their own), version, state machine, who may
+ * do it. A client may cancel their own scheduled appointment, and change the
+ * times or notes of their own request; staff may do every legal change.
+ * Times and notes change only on an appointment that is (or stays) active.
+ */
+const char store_sql_appt_update[] =
+    "WITH " APPT_PLAN ", cur AS ("
+    "  SELECT a.* FROM appointments a"
+    "   WHERE a.studio_id = $1::uuid AND a.id = $2::uuid"
+    "     AND (NOT $10::boolean OR a.client_id = $9::uuid)"
+    "   FOR UPDATE"
+    "), v AS ("
+    "  SELECT CASE"
+    "    WHEN NOT COALESCE((SELECT scheduling FROM plan), false) THEN 'plan_required'"
+    "    WHEN c.id IS NULL THEN 'not_found'"
+    "    WHEN c.version <> $8::int THEN 'version_conflict'"
+    "    WHEN NOT inkwire_appt_transition_ok(c.status, COALESCE($3::text, c.status))"
+    "      THEN 'invalid_transition'"
+    "    WHEN $3::text = c.status AND $4::bigint IS NULL AND NOT $6::boolean"
+    "      THEN 'invalid_transition'"
+    "    WHEN ($4::bigint IS NOT NULL OR $6::boolean)"
+    "         AND COALESCE($3::text, c.status) NOT IN ('requested', 'scheduled')"
+    "      THEN 'invalid_transition'"
+    "    WHEN $10::boolean AND NOT ("
+    "         (COALESCE($3::text, c.status) = c.status AND c.status = 'requested')"
+    "      OR (c.status = 'scheduled' AND $3::text = 'cancelled'"
+    "          AND $4::bigint IS NULL AND NOT $6::boolean))"
+    "      THEN 'forbidden'"
+    "    ELSE 'ok' END AS verdict, c.status, c.version"
+    "  FROM (SELECT 1) AS one LEFT JOIN cur c ON true"
+    "), upd AS ("
+    "  UPDATE appointments a SET"
+    "     status = COALESCE($3::text, a.status),"
+    "     start_time = COALESCE(to_timestamp($4::bigint / 1000.0), a.start_time),"
+    "     end_time = COALESCE(to_timestamp($5::bigint / 1000.0), a.end_time),"
+    "     notes = CASE WHEN $6::boolean THEN $7::text ELSE a.notes END,"
+    "     version = a.version + 1, updated_at = now(),"
+    "     reminded_at = CASE WHEN to_timestamp($4::bigint / 1000.0) IS DISTINCT FROM a.start_time"
+    "                         AND $4::bigint IS NOT NULL THEN NULL ELSE a.reminded_at END"
+    "    FROM v"
+    "   WHERE v.verdict = 'ok' AND a.studio_id = $1::uuid AND a.id = $2::uuid"
+    "     AND a.version = $8::int"
+    "  RETURNING a.client_id, inkwire_appt_mp(a) AS data"
+    APPT_EVENTS("upd", "appointment.updated")
+    "SELECT v.verdict, v.status, v.version, (SELECT data FROM upd), (SELECT seq FROM es),"
+    "       (SELECT seq FROM eu), inkwire_bk_ms(now()), (SELECT client_id FROM upd)"
+    "  FROM v";
+
+const char store_sql_plan_scheduling[] =
+    "SELECT COALESCE((SELECT p.scheduling FROM studios s JOIN plans p ON p.name = s.plan"
+    "                  WHERE s.id = $1::uuid), false)";
+
+const char store_sql_appt_list[] =
+    "SELECT inkwire_appt_mp(a) FROM appointments a"
+    " WHERE a.studio_id = $1::uuid"
+    "   AND ($2::bigint IS NULL OR a.end_time > to_timestamp($2::bigint / 1000.0))"
+    "   AND ($3::bigint IS NULL OR a.start_time < to_timestamp($3::bigint / 1000.0))"
+    "   AND ($4::uuid IS NULL OR a.artist_id = $4::uuid)"
+    "   AND ($5::uuid IS NULL OR a.client_id = $5::uuid)"
+    " ORDER BY a.start_time, a.id"
+    " LIMIT $6::int";
+
+const char store_sql_reminders_due[] =
+    "SELECT studio_id, appointment_id, client_id FROM inkwire_due_reminders($1::bigint, $2::int)";
+
+const char store_sql_reminder_claim[] =
+    "WITH due AS ("
+    "  SELECT a.id FROM appointments a"
+    "   WHERE a.studio_id = $1::uuid AND a.id = $2::uuid"
+    "     AND a.status = 'scheduled' AND a.reminded_at IS NULL"
+    "     AND a.start_time > now() AND a.start_time <= now() + make_interval(secs => $3::bigint)"
+    "   FOR UPDATE SKIP LOCKED"
+    "), upd AS ("
+    "  UPDATE appointments a SET reminded_at = now() FROM due"
+    "   WHERE a.studio_id = $1::uuid AND a.id = due.id AND a.reminded_at IS NULL"
+    "  RETURNING a.id, a.client_id, a.start_time, inkwire_appt_mp(a) AS data"
+    "), hu AS ("
+    "  INSERT INTO channel_heads AS h (studio_id, channel, seq)"
+    "  SELECT $1::uuid, 'user:' || upd.client_id, 1 FROM upd"
+    "  ON CONFLICT (studio_id, channel) DO UPDATE SET seq = h.seq + 1"
+    "  RETURNING h.seq"
+    "), eu AS ("
+    "  INSERT INTO events (studio_id, channel, seq, type, data, created_at)"
+    "  SELECT $1::uuid, 'user:' || upd.client_id, hu.seq, 'appointment.reminder', upd.data, now()"
+    "    FROM upd, hu"
+    "  RETURNING seq"
+    "), ob AS ("
+    "  INSERT INTO notification_outbox (studio_id, id, member_id, kind, payload, created_at)"
+    "  SELECT $1::uuid, gen_random_uuid(), upd.client_id, 'appointment.reminder',"
+    "         jsonb_build_object('appointment_id', upd.id, 'start', inkwire_bk_ms(upd.start_time),"
+    "                            'channel', 'user:' || upd.client_id, 'seq', eu.seq), now()"
+    "    FROM upd, eu WHERE NOT $4::boolean"
+    "  RETURNING id"
+    ")"
+    "SELECT (SELECT seq FROM eu), (SELECT data FROM upd), (SELECT client_id FROM upd),"
+    "       inkwire_bk_ms(now()), (SELECT count(*) FROM ob)";
+
+/* ---- video consults (007_consults.sql) ---------------------------------- */
+
+const char store_sql_consult_create[] =
+    "WITH v AS ("
+    "  SELECT inkwire_plan_video($1::uuid) AS video,"
+    "         inkwire_consult_target_access($1::uuid, $3::uuid, $4::uuid, $5::uuid, $6, $7) AS acc"
+    "), ins AS ("
+    "  INSERT INTO consults (id, studio_id, appointment_id, conversation_id, created_by, created_at)"
+    "  SELECT $2::uuid, $1::uuid, $3::uuid, $4::uuid, $5::uuid, to_timestamp($8::bigint / 1000.0)"
+    "    FROM v WHERE v.video AND v.acc = 'ok' AND $6 = 'user'"
+    "  RETURNING id"
+    ")"
+    "SELECT CASE WHEN NOT v.video THEN 'plan_required'"
+    "            WHEN (SELECT count(*) FROM ins) = 1 THEN 'ok'"
+    "            WHEN v.acc = 'ok' THEN 'forbidden' ELSE v.acc END,"
+    "       CASE WHEN (SELECT count(*) FROM ins) = 1"
+    "            THEN inkwire_consult_members($1::uuid, $3::uuid, $4::uuid) END"
+    "  FROM v";
+
+const char store_sql_consult_access[] =
+    "SELECT inkwire_consult_access($1::uuid, $2::uuid, $3::uuid, $4, $5)";
+
+const char store_sql_consult_end[] =
+    "WITH v AS ("
+    "  SELECT inkwire_consult_access($1::uuid, $2::uuid, $3::uuid, $4, $5) AS acc"
+    "), up AS ("
+    "  UPDATE consults k SET ended_at = to_timestamp($6::bigint / 1000.0), ended_by = $3::uuid"
+    "    FROM v"
+    "   WHERE k.studio_id = $1::uuid AND k.id = $2::uuid AND k.ended_at IS NULL"
+    "     AND v.acc IN ('ok', 'plan_required') AND $4 = 'user'"
+    "  RETURNING k.id"
+    ")"
+    "SELECT CASE WHEN (SELECT count(*) FROM up) = 1 THEN 'ok'"
+    "            WHEN v.acc IN ('ok', 'plan_required') AND $4 = 'user' THEN 'ended'"
+    "            WHEN v.acc IN ('ok', 'plan_required') THEN 'forbidden'"
+    "            ELSE v.acc END"
+    "  FROM v";
+
+const char store_sql_consult_list[] =
+    "SELECT k.id, k.appointment_id, k.conversation_id, k.created_by, " MS("k.created_at")
+    "  FROM consults k"
+    " WHERE k.studio_id = $1::uuid AND k.ended_at IS NULL"
+    "   AND inkwire_consult_access($1::uuid, k.id, $2::uuid, $3, $4) = 'ok'"
+    " ORDER BY k.created_at DESC"
+    " LIMIT $5::int";

@@ -25,6 +25,7 @@
 #define INKWIRE_STORAGE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <libpq-fe.h>
 #include <uv.h>
@@ -108,6 +109,77 @@ typedef struct store_stats {
     unsigned queued;             /* jobs submitted and not yet answered */
 } store_stats;
 void store_get_stats(const store *s, store_stats *out);
+
+/* ------------------------------------------------------------------ telemetry ingest */
+
+/*
+ * store_ingest -- bulk, ordered storage of AR telemetry (storage/ingest.c).
+ *
+ * Batches from many sessions are coalesced into few transactions: each
+ * session maps to one of `lanes` lanes; a lane has at most ONE transaction in
+ * flight, and whatever arrives meanwhile is queued and goes out in the next
+ * one (group commit). Within a transaction the rows keep arrival order, so a
+ * session's events are numbered (ar_events.idx) in the order its batches
+ * reached this node. A batch's callback fires after COMMIT (durable) or on
+ * failure; never inside store_ingest_submit().
+ */
+typedef struct store_ingest store_ingest;
+
+typedef struct store_ingest_opts {
+    unsigned lanes;              /* transactions in flight at most (default 4) */
+    unsigned max_rows_per_tx;    /* rows coalesced into one transaction (default 4000) */
+    unsigned max_queued_rows;    /* rows accepted and not yet committed before
+                                    submit answers STORE_E_BUSY (default 200000) */
+} store_ingest_opts;
+
+typedef struct store_ar_event {
+    int64_t t_ms;                /* >= 0 */
+    const char *type;            /* valid UTF-8, no NUL */
+    size_t type_len;
+    const void *v;               /* msgpack bytes of the event's v map */
+    size_t v_len;
+} store_ar_event;
+
+enum {
+    STORE_INGEST_STORED = 0,     /* committed */
+    STORE_INGEST_NOT_FOUND = 1,  /* no such session created by this member: nothing stored */
+    STORE_INGEST_ENDED = 2,      /* the session has ended: nothing stored */
+};
+
+typedef struct store_ingest_res {
+    int status;                  /* STORE_OK or STORE_E_* (then nothing was stored) */
+    int outcome;                 /* with STORE_OK: STORE_INGEST_* */
+    long long first_idx;         /* with STORE_INGEST_STORED: idx of the batch's first event */
+    const char *message;         /* never NULL */
+} store_ingest_res;
+
+typedef void (*store_ingest_cb)(const store_ingest_res *r, void *privdata);
+
+/* NULL on out-of-memory. The store must outlive it. */
+store_ingest *store_ingest_new(store *db, const store_ingest_opts *o);
+
+/*
+ * store_ingest_submit -- queue n (1..65535) events of session_id (created by
+ * member_id) of studio_id, all UUID strings. Copies everything. Returns 0 and
+ * later calls cb exactly once; or STORE_E_BUSY (queue bound reached),
+ * STORE_E_UNAVAILABLE (no database) or STORE_E_QUERY (bad arguments, out of
+ * memory) at once, without calling cb.
+ */
+int store_ingest_submit(store_ingest *ing, const char *studio_id, const char *session_id,
+                        const char *member_id, const store_ar_event *ev, int n,
+                        store_ingest_cb cb, void *privdata);
+
+/* Counters for /metrics. */
+typedef struct store_ingest_stats {
+    unsigned long long rows_stored, batches_stored, tx_ok, tx_failed;
+    unsigned long long queued_rows;  /* accepted, not yet answered */
+} store_ingest_stats;
+void store_ingest_get_stats(const store_ingest *ing, store_ingest_stats *out);
+
+/* Free. Call after store_close() (which answers every transaction in flight,
+ * and with it every queued batch); batches still queued then are answered
+ * with STORE_E_UNAVAILABLE first. */
+void store_ingest_free(store_ingest *ing);
 
 /* The SQL the server runs (statement texts and their columns). */
 #include "storage/sql.h"

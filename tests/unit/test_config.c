@@ -576,7 +576,8 @@ static void test_usage(void **state)
                           "INKWIRE_NODE_ID", "INKWIRE_TLS_CERT", "INKWIRE_TLS_KEY",
                           "INKWIRE_ALLOWED_ORIGINS", "INKWIRE_MAX_MESSAGE", "INKWIRE_MAX_INFLIGHT",
                           "INKWIRE_AUTH_TIMEOUT_MS", "INKWIRE_SENDQ_BYTES", "INKWIRE_SENDQ_FRAMES",
-                          "INKWIRE_DB_POOL", "INKWIRE_DB_CONNECT_TIMEOUT_S", "INKWIRE_LOG_LEVEL"};
+                          "INKWIRE_DB_POOL", "INKWIRE_DB_CONNECT_TIMEOUT_S", "INKWIRE_LOG_LEVEL",
+                          "INKWIRE_AR_WATCH_HZ"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         if (strstr(buf, vars[i]) == NULL)
             fail_msg("usage lacks %s", vars[i]);
@@ -596,6 +597,35 @@ static void test_null_args(void **state)
     env e;
     memset(&e, 0, sizeof e);
     assert_int_equal(srv_config_load(&c, env_get, &e, NULL, 0), -1);
+}
+
+/* INKWIRE_AR_WATCH_HZ: default 10, 1..1000, nothing else. */
+static void test_ar_watch_hz(void **state)
+{
+    (void)state;
+    env e;
+    srv_config c;
+    base(&e);
+    load_ok(&e, &c);
+    assert_int_equal(c.ar_watch_hz, 10);
+    srv_config_free(&c);
+
+    base(&e);
+    set(&e, "INKWIRE_AR_WATCH_HZ", "1000");
+    load_ok(&e, &c);
+    assert_int_equal(c.ar_watch_hz, 1000);
+    srv_config_free(&c);
+
+    base(&e);
+    set(&e, "INKWIRE_AR_WATCH_HZ", "1");
+    load_ok(&e, &c);
+    assert_int_equal(c.ar_watch_hz, 1);
+    srv_config_free(&c);
+
+    err_with("INKWIRE_AR_WATCH_HZ", "0", "1 to 1000");
+    err_with("INKWIRE_AR_WATCH_HZ", "1001", "1 to 1000");
+    err_with("INKWIRE_AR_WATCH_HZ", "10hz", NULL);
+    err_with("INKWIRE_AR_WATCH_HZ", "-5", NULL);
 }
 
 int main(void)
@@ -619,6 +649,7 @@ int main(void)
         cmocka_unit_test(test_free_zeroed_and_twice),
         cmocka_unit_test(test_failure_after_allocations_frees),
         cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_ar_watch_hz),
         cmocka_unit_test(test_null_args),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
