@@ -1,0 +1,334 @@
+#!/usr/bin/env bash
+# bench-suite.sh -- the benchmark suite of `make bench` (tools/bench.sh calls it;
+# it also runs alone). Everything on loopback, every run bounded in count and time.
+#
+# Starts a private PostgreSQL 15 (tools/pg.sh, temp dir, free port) and one
+# inkwire server, then drives it with build/inkwire-bot:
+#   idle      N idle authenticated sockets (each subscribed to its conversation);
+#             server RSS per socket (user space, from /proc/PID/status VmRSS)
+#   fanout    one conversation, N owner sockets subscribed, its client publishes
+#             100-byte texts as fast as deliveries keep up: deliveries/s
+#   latency   chat: max msgs/s, then the same studios at 50% of it: e2e p99
+#   storm     N sockets subscribed, chat running, everyone drops and comes back
+#             with `since`: all recovered, gaps, dups, time to recover
+#   peer      the same fan-out against nats-server's WebSocket listener (installed
+#             on demand from Debian: apt-get install nats-server), same bot, same
+#             payload size on the wire; prints the ratio inkwire/peer
+#   chat, ingest: tools/bench-chat.sh / tools/bench-ingest.sh when present (their
+#             output is appended to the log; their figures are theirs)
+# Results: $BENCH_OUT (default <build dir>/bench): results.md, results.json,
+# fanout.png (gnuplot: deliveries/s per fan-out size, inkwire and peer), the
+# raw bot reports (*.json, *.log). The table prints target / measured / PASS|MISS.
+# A MISS is reported, not a failure: the script fails (exit 1) only when a run breaks.
+#
+# Environment:
+#   INKWIRE_BIN        server (default build/inkwire; the bot is taken beside it)
+#   BENCH_OUT          results directory
+#   BENCH_ONLY         subset, e.g. "idle fanout" (default: all)
+#   BENCH_QUICK=1      small, fast sizes (2,000 sockets, 5 s) to check the tooling
+#   BENCH_SECONDS      measured seconds per run (default 10; quick 5)
+#   BENCH_IDLE         idle sockets (default 19,000: one server process holds at most
+#                      ~19,900 here, the fd limit is 20,000 per process)
+#   BENCH_FANOUT       fan-out subscribers (default 10,000)
+#   BENCH_FANOUT_SIZES sizes for the chart (default "1000 2500 5000 10000")
+#   BENCH_STORM        storm sockets (default 19,000; the target 20,000 needs a
+#                      second worker/node, see the report)
+#   BENCH_DB_POOL      INKWIRE_DB_POOL of the server (default 4)
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT" || exit 1
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+BIN=$(realpath -m "${INKWIRE_BIN:-build/inkwire}")
+BDIR=$(dirname "$BIN")
+BOT=$BDIR/inkwire-bot
+[ -x "$BIN" ] || die "$BIN missing (make all)"
+[ -x "$BOT" ] || die "$BOT missing (make all)"
+command -v curl >/dev/null 2>&1 || die "curl not found"
+
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    SECS=${BENCH_SECONDS:-5}; IDLE=${BENCH_IDLE:-2000}; FANOUT=${BENCH_FANOUT:-2000}
+    STORM=${BENCH_STORM:-2000}; SIZES=${BENCH_FANOUT_SIZES:-"500 1000 2000"}
+else
+    SECS=${BENCH_SECONDS:-10}; IDLE=${BENCH_IDLE:-19000}; FANOUT=${BENCH_FANOUT:-10000}
+    STORM=${BENCH_STORM:-19000}; SIZES=${BENCH_FANOUT_SIZES:-"1000 2500 5000 10000"}
+fi
+ONLY=${BENCH_ONLY:-"idle fanout latency storm peer chat ingest"}
+POOL=${BENCH_DB_POOL:-4}
+OUT=$(realpath -m "${BENCH_OUT:-$BDIR/bench}")
+mkdir -p "$OUT"
+want() { case " $ONLY " in *" $1 "*) return 0 ;; esac; return 1; }
+
+TMP=""; PGDIR=""; SRV_PID=""; NATS_PID=""
+stop_pid() { # stop_pid PID -- TERM, then KILL after 10 s
+    local p=$1
+    [ -n "$p" ] || return 0
+    kill -TERM "$p" 2>/dev/null || return 0
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+}
+cleanup() {
+    stop_pid "$SRV_PID"; SRV_PID=""
+    stop_pid "$NATS_PID"; NATS_PID=""
+    [ -n "$PGDIR" ] && bash "$ROOT/tools/pg.sh" stop "$PGDIR" >/dev/null 2>&1
+    [ -n "$TMP" ] && rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 20000))
+        [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] && { echo "$p"; return 0; }
+    done
+    return 1
+}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/inkwire-bench.XXXXXX")
+chmod 755 "$TMP"
+PGDIR=$TMP/pg
+DBURL=$(bash tools/pg.sh start "$PGDIR" "$(free_port)") || die "PostgreSQL did not start"
+JWT_KEY=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
+API_KEY=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
+export INKWIRE_JWT_KEY=$JWT_KEY INKWIRE_API_KEY=$API_KEY INKWIRE_JWT_ALG=HS256
+
+# start_server -- a fresh inkwire on a free port (fd limit raised to the hard
+# limit); the database keeps its data between runs (every run uses new studios).
+start_server() {
+    stop_pid "$SRV_PID"
+    PORT=$(free_port) || die "no free port"
+    (
+        ulimit -n "$(ulimit -Hn)"
+        INKWIRE_LISTEN=127.0.0.1:$PORT INKWIRE_DATABASE_URL=$DBURL INKWIRE_DB_POOL=$POOL \
+        INKWIRE_LOG_LEVEL=warn INKWIRE_RATE_PER_MIN=10000000 INKWIRE_RATE_BURST=1000000 \
+        INKWIRE_RATE_CLOSE_AFTER=0 exec "$BIN"
+    ) >>"$OUT/server.log" 2>&1 &
+    SRV_PID=$!
+    for _ in $(seq 150); do
+        curl -fsS --max-time 1 -o /dev/null "http://127.0.0.1:$PORT/healthz" 2>/dev/null && return 0
+        kill -0 "$SRV_PID" 2>/dev/null || { tail -20 "$OUT/server.log" >&2; die "server exited"; }
+        sleep 0.1
+    done
+    die "server did not answer /healthz"
+}
+
+# bot NAME ARGS... -- run the bot against the current server; JSON to $OUT/NAME.json,
+# progress and report to $OUT/NAME.log (and stderr). Fails the suite if the bot fails.
+bot() {
+    local name=$1; shift
+    say "run $name: inkwire-bot $*"
+    "$BOT" --label "$name" --json "$@" >"$OUT/$name.json" 2> >(tee "$OUT/$name.log" >&2)
+    local rc=$?
+    [ "$rc" -eq 0 ] || die "bot run $name failed (exit $rc); see $OUT/$name.log"
+}
+jget() { # jget FILE KEY -- a number from the bot's flat JSON (nested: e2e.p99_ms)
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for k in sys.argv[2].split('.'):
+    d = d[k]
+print(d)
+EOF
+}
+
+ROWS=()     # "name|target|measured|verdict|note"
+row() { ROWS+=("$1|$2|$3|$4|$5"); }
+verdict() { # verdict VALUE OP LIMIT
+    python3 -c "import sys; v=float(sys.argv[1]); l=float(sys.argv[3]); ok = v>=l if sys.argv[2]=='>=' else v<=l; print('PASS' if ok else 'MISS')" "$1" "$2" "$3"
+}
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+say "machine: $(nproc) cores, load $LOAD; results in $OUT"
+
+start_server
+
+# ------------------------------------------------------------------ idle
+if want idle; then
+    # T studios of 2 staff + 98 clients; every socket authenticated and subscribed.
+    tn=$(( (IDLE + 99) / 100 ))
+    bot idle --port "$PORT" --server-pid "$SRV_PID" --tenants "$tn" --staff 2 --clients 98 \
+        --no-studio --duration "$SECS" --warmup 1 --ramp-timeout 180
+    n=$(jget "$OUT/idle.json" opened)
+    per=$(jget "$OUT/idle.json" rss_bytes_per_socket)
+    kib=$(python3 -c "print(round($per/1024, 2))")
+    row "idle connections, one process" ">= 100,000" "$n" "$(verdict "$n" '>=' 100000)" \
+        "fd limit 20,000/process: needs >= 6 workers or nodes"
+    row "user-space RSS per idle connection" "<= 6 KiB" "$kib KiB" "$(verdict "$kib" '<=' 6)" \
+        "VmRSS growth / sockets"
+    start_server
+fi
+
+# ------------------------------------------------------------------ fan-out
+FAN_DAT=$OUT/fanout.dat
+: >"$FAN_DAT"
+fanout_run() { # fanout_run N NAME
+    bot "$2" --port "$PORT" --server-pid "$SRV_PID" --fanout "$1" --chat-rate max --dwindow 4 \
+        --size 100 --duration "$SECS" --warmup 1 --sample 10 --ramp-timeout 120
+}
+if want fanout; then
+    for n in $SIZES; do
+        [ "$n" -le "$FANOUT" ] || continue
+        fanout_run "$n" "fanout-$n"
+        printf '%s %s inkwire\n' "$n" "$(jget "$OUT/fanout-$n.json" deliveries_per_s)" >>"$FAN_DAT"
+    done
+    [ -f "$OUT/fanout-$FANOUT.json" ] || { fanout_run "$FANOUT" "fanout-$FANOUT"
+        printf '%s %s inkwire\n' "$FANOUT" "$(jget "$OUT/fanout-$FANOUT.json" deliveries_per_s)" >>"$FAN_DAT"; }
+    d=$(jget "$OUT/fanout-$FANOUT.json" deliveries_per_s)
+    row "fan-out deliveries/s, $FANOUT subscribers, 1 worker" ">= 500,000/s" "$(printf '%.0f' "$d")" \
+        "$(verdict "$d" '>=' 500000)" "bot cpu $(jget "$OUT/fanout-$FANOUT.json" bot_cpu_pct)%, server cpu $(jget "$OUT/fanout-$FANOUT.json" server_cpu_pct)%"
+    start_server
+fi
+
+# ------------------------------------------------------------------ latency at 50% load
+if want latency; then
+    # 20 studios x (2 staff + 10 clients): 200 senders, 240 sockets.
+    bot chat-max --port "$PORT" --server-pid "$SRV_PID" --tenants 20 --staff 2 --clients 10 \
+        --chat-rate max --window 8 --duration "$SECS" --warmup 1
+    max=$(jget "$OUT/chat-max.json" acks_per_s)
+    half=$(python3 -c "print(max(1, round($max / 2)))")
+    bot chat-half --port "$PORT" --server-pid "$SRV_PID" --tenants 20 --staff 2 --clients 10 \
+        --chat-rate "$half" --window 8 --duration "$SECS" --warmup 1
+    p99=$(jget "$OUT/chat-half.json" e2e.p99_ms)
+    row "chat max (acked msgs/s, e2e)" "(reference)" "$(printf '%.0f' "$max")" "-" "240 sockets, 200 senders"
+    row "chat e2e p99 at 50% ($half msgs/s)" "<= 10 ms" "$p99 ms" "$(verdict "$p99" '<=' 10)" \
+        "p50 $(jget "$OUT/chat-half.json" e2e.p50_ms) ms, p99.9 $(jget "$OUT/chat-half.json" e2e.p999_ms) ms"
+    start_server
+fi
+
+# ------------------------------------------------------------------ reconnect storm
+if want storm; then
+    # studios of 1 owner + 99 clients; clients chat at 200 msgs/s in total
+    # so events are missed during the drop and replayed with `since`.
+    tn=$(( (STORM + 99) / 100 ))
+    bot storm --port "$PORT" --server-pid "$SRV_PID" --tenants "$tn" --staff 1 --clients 99 \
+        --no-studio --chat-rate 200 --duration "$SECS" --warmup 1 --storm-at 1 --ramp-timeout 180
+    n=$(jget "$OUT/storm.json" sockets)
+    t=$(jget "$OUT/storm.json" storm_seconds)
+    done_=$(jget "$OUT/storm.json" storm_complete)
+    gaps=$(( $(jget "$OUT/storm.json" gaps) + $(jget "$OUT/storm.json" dups) + $(jget "$OUT/storm.json" behind) ))
+    nr=$(jget "$OUT/storm.json" not_recovered)
+    ok=MISS
+    [ "$done_" = True ] && [ "$gaps" -eq 0 ] && [ "$nr" -eq 0 ] && [ "$n" -ge 20000 ] && ok=PASS
+    row "reconnect storm, $n clients" "20,000, all recovered, 0 gaps" \
+        "back in ${t} s, gaps+dups+behind $gaps, unrecovered $nr" "$ok" \
+        "recovered subscriptions $(jget "$OUT/storm.json" recovered)"
+    start_server
+fi
+
+# ------------------------------------------------------------------ peer (nats-server)
+ensure_nats() {
+    command -v nats-server >/dev/null 2>&1 && return 0
+    say "installing nats-server from Debian (apt-get install nats-server)"
+    if [ "$(id -u)" -eq 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y nats-server >/dev/null 2>&1 ||
+            { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y nats-server >/dev/null 2>&1; }
+    fi
+    command -v nats-server >/dev/null 2>&1
+}
+if want peer; then
+    if ensure_nats; then
+        NPORT=$(free_port); NWS=$(free_port)
+        cat >"$TMP/nats.conf" <<EOF
+listen: 127.0.0.1:$NPORT
+max_payload: 65536
+websocket { listen: "127.0.0.1:$NWS", no_tls: true, compression: false }
+EOF
+        (ulimit -n "$(ulimit -Hn)"; exec nats-server -c "$TMP/nats.conf") >"$OUT/nats.log" 2>&1 &
+        NATS_PID=$!
+        for _ in $(seq 100); do
+            [ -n "$(ss -Hltn "sport = :$NWS" 2>/dev/null)" ] && break
+            sleep 0.1
+        done
+        # same bytes on the wire per delivery: the inkwire event frame of a
+        # 100-byte text is larger than 100 bytes; the NATS payload is padded
+        # to that frame's size (measured from the inkwire run when there is one).
+        psize=${BENCH_PEER_SIZE:-0}
+        if [ "$psize" = 0 ] && [ -f "$OUT/fanout-$FANOUT.json" ]; then
+            psize=$(python3 -c "import json;d=json.load(open('$OUT/fanout-$FANOUT.json'));print(int(d.get('bytes_per_delivery') or 100))")
+        fi
+        [ "$psize" -gt 0 ] 2>/dev/null || psize=100
+        for n in $SIZES; do
+            [ "$n" -le "$FANOUT" ] || continue
+            bot "nats-$n" --peer nats --port "$NWS" --server-pid "$NATS_PID" --fanout "$n" \
+                --chat-rate max --dwindow 4 --size "$psize" --duration "$SECS" --warmup 1 --sample 10
+            printf '%s %s nats\n' "$n" "$(jget "$OUT/nats-$n.json" deliveries_per_s)" >>"$FAN_DAT"
+        done
+        if [ -f "$OUT/nats-$FANOUT.json" ] && [ -f "$OUT/fanout-$FANOUT.json" ]; then
+            a=$(jget "$OUT/fanout-$FANOUT.json" deliveries_per_s); b=$(jget "$OUT/nats-$FANOUT.json" deliveries_per_s)
+            r=$(python3 -c "print(round($a / $b, 3) if $b > 0 else 0)")
+            row "fan-out ratio inkwire/nats-server ($FANOUT subs)" "(reported)" "$r" "-" \
+                "nats $(printf '%.0f' "$b")/s, bot cpu $(jget "$OUT/nats-$FANOUT.json" bot_cpu_pct)%, nats cpu $(jget "$OUT/nats-$FANOUT.json" server_cpu_pct)%; payload $psize B"
+        fi
+        stop_pid "$NATS_PID"; NATS_PID=""
+    else
+        say "nats-server not available: peer comparison skipped"
+        row "fan-out ratio inkwire/peer" "(reported)" "skipped" "-" "nats-server could not be installed"
+    fi
+fi
+
+stop_pid "$SRV_PID"; SRV_PID=""
+
+# ------------------------------------------------------------------ the other benches
+if want chat && [ -f tools/bench-chat.sh ]; then
+    say "running tools/bench-chat.sh"
+    INKWIRE_BIN=$BIN bash tools/bench-chat.sh 2>&1 | tee "$OUT/chat.log" || say "bench-chat.sh failed"
+    row "persisted chat messages/s" ">= 20,000/s" "see chat.log" "-" "tools/bench-chat.sh"
+fi
+if want ingest && [ -f tools/bench-ingest.sh ]; then
+    say "running tools/bench-ingest.sh"
+    INKWIRE_BIN=$BIN bash tools/bench-ingest.sh 2>&1 | tee "$OUT/ingest.log" || say "bench-ingest.sh failed"
+    row "AR telemetry events/s stored" ">= 100,000/s" "see ingest.log" "-" "tools/bench-ingest.sh"
+fi
+
+# ------------------------------------------------------------------ results
+{
+    printf '# inkwire benchmark results\n\n'
+    printf -- '- date: %s\n- machine: %s cores, %s GiB; load average at start %s\n' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo)" "$LOAD"
+    printf -- '- server: %s (one process, INKWIRE_DB_POOL=%s); bot and server on the same cores\n' "$BIN" "$POOL"
+    printf -- '- measured window %s s per run; raw reports: *.json, *.log beside this file\n\n' "$SECS"
+    printf '| benchmark | target | measured | verdict | note |\n|---|---|---|---|---|\n'
+    for r in "${ROWS[@]}"; do
+        IFS='|' read -r a b c d e <<<"$r"
+        printf '| %s | %s | %s | %s | %s |\n' "$a" "$b" "$c" "$d" "$e"
+    done
+} >"$OUT/results.md"
+python3 - "$OUT" "${ROWS[@]}" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+rows = [dict(zip(["benchmark", "target", "measured", "verdict", "note"], r.split("|"))) for r in sys.argv[2:]]
+runs = {}
+for f in sorted(os.listdir(out)):
+    if f.endswith(".json") and f != "results.json":
+        try:
+            runs[f[:-5]] = json.load(open(os.path.join(out, f)))
+        except Exception:
+            pass
+json.dump({"rows": rows, "runs": runs}, open(os.path.join(out, "results.json"), "w"), indent=1)
+EOF
+if [ -s "$FAN_DAT" ] && command -v gnuplot >/dev/null 2>&1; then
+    awk '$3 == "inkwire"' "$FAN_DAT" >"$OUT/fanout-inkwire.dat"
+    awk '$3 == "nats"' "$FAN_DAT" >"$OUT/fanout-nats.dat"
+    plots="'$OUT/fanout-inkwire.dat' using 1:2 with linespoints lw 2 pt 7 title 'inkwire (1 worker, persisted)'"
+    [ -s "$OUT/fanout-nats.dat" ] && plots="$plots, '$OUT/fanout-nats.dat' using 1:2 with linespoints lw 2 pt 5 title 'nats-server (WebSocket)'"
+    gnuplot <<EOF || say "gnuplot failed"
+set terminal pngcairo size 900,540 font ",11"
+set output '$OUT/fanout.png'
+set title "Broadcast fan-out on one channel (loopback, bot and server share $(nproc) cores)"
+set xlabel "subscribers"
+set ylabel "deliveries per second"
+set grid
+set key left top
+set yrange [0:*]
+set format y "%.0f"
+plot $plots, 500000 with lines dt 2 lc rgb "gray" title 'target 500,000/s'
+EOF
+    printf '\n![fan-out](fanout.png)\n' >>"$OUT/results.md"
+fi
+printf '\n'
+cat "$OUT/results.md"
+say "results: $OUT/results.md, $OUT/results.json${FAN_DAT:+, $OUT/fanout.png}"
