@@ -11,6 +11,8 @@
 #   latency   chat: max msgs/s, then the same studios at 50% of it: e2e p99
 #   storm     N sockets subscribed, chat running, everyone drops and comes back
 #             with `since`: all recovered, gaps, dups, time to recover
+#   mix       every scenario the server serves at once (chat, presence churn,
+#             inquiries, AR telemetry; staff watch presence): errors must be 0
 #   peer      the same fan-out against nats-server's WebSocket listener (installed
 #             on demand from Debian: apt-get install nats-server), same bot, same
 #             payload size on the wire; prints the ratio inkwire/peer
@@ -34,6 +36,10 @@
 #   BENCH_STORM        storm sockets (default 19,000; the target 20,000 needs a
 #                      second worker/node, see the report)
 #   BENCH_DB_POOL      INKWIRE_DB_POOL of the server (default 4)
+#   BENCH_DWINDOW      fan-out: messages in flight to all subscribers (default 16)
+#   BENCH_PEER_SIZE    NATS payload bytes (default: the bytes per delivery of the
+#                      inkwire fan-out run, so both put the same bytes on the wire)
+#   BENCH_BOT_ARGS     extra inkwire-bot options for every run (e.g. --procs 3)
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -uo pipefail
 
@@ -57,7 +63,7 @@ else
     SECS=${BENCH_SECONDS:-10}; IDLE=${BENCH_IDLE:-19000}; FANOUT=${BENCH_FANOUT:-10000}
     STORM=${BENCH_STORM:-19000}; SIZES=${BENCH_FANOUT_SIZES:-"1000 2500 5000 10000"}
 fi
-ONLY=${BENCH_ONLY:-"idle fanout latency storm peer chat ingest"}
+ONLY=${BENCH_ONLY:-"idle fanout latency storm mix peer chat ingest"}
 POOL=${BENCH_DB_POOL:-4}
 OUT=$(realpath -m "${BENCH_OUT:-$BDIR/bench}")
 mkdir -p "$OUT"
@@ -122,7 +128,8 @@ start_server() {
 bot() {
     local name=$1; shift
     say "run $name: inkwire-bot $*"
-    "$BOT" --label "$name" --json "$@" >"$OUT/$name.json" 2> >(tee "$OUT/$name.log" >&2)
+    # shellcheck disable=SC2086 # BENCH_BOT_ARGS is a list of words
+    "$BOT" --label "$name" --json "$@" ${BENCH_BOT_ARGS:-} >"$OUT/$name.json" 2> >(tee "$OUT/$name.log" >&2)
     local rc=$?
     [ "$rc" -eq 0 ] || die "bot run $name failed (exit $rc); see $OUT/$name.log"
 }
@@ -166,7 +173,7 @@ fi
 FAN_DAT=$OUT/fanout.dat
 : >"$FAN_DAT"
 fanout_run() { # fanout_run N NAME
-    bot "$2" --port "$PORT" --server-pid "$SRV_PID" --fanout "$1" --chat-rate max --dwindow 4 \
+    bot "$2" --port "$PORT" --server-pid "$SRV_PID" --fanout "$1" --chat-rate max --dwindow "${BENCH_DWINDOW:-16}" \
         --size 100 --duration "$SECS" --warmup 1 --sample 10 --ramp-timeout 120
 }
 if want fanout; then
@@ -219,6 +226,21 @@ if want storm; then
     start_server
 fi
 
+# ------------------------------------------------------------------ studio mix
+if want mix; then
+    # Every scenario the server serves, at once: 10 studios x (3 staff + 20
+    # clients) x 2 devices; chat, presence churn (staff watch presence),
+    # inquiries, AR telemetry.
+    bot mix --port "$PORT" --server-pid "$SRV_PID" --tenants 10 --staff 3 --clients 20 --devices 2 \
+        --presence-sub --chat-rate 200 --presence-rate 20 --inquiry-rate 20 --ar-rate 5000 \
+        --duration "$SECS" --warmup 1
+    e=$(python3 -c "import json;d=json.load(open('$OUT/mix.json'));print(d['connect_errors']+d['handshake_errors']+d['auth_errors']+d['subscribe_errors']+d['unexpected_closes']+d['gaps']+d['dups']+d['behind']+sum(x['n'] for x in d['reply_errors']))")
+    row "studio mix (chat, presence, inquiries, AR)" "(no errors)" \
+        "$(printf '%.0f' "$(jget "$OUT/mix.json" acks_per_s)") acks/s, $(printf '%.0f' "$(jget "$OUT/mix.json" ar_events_per_s)") AR ev/s, errors $e" \
+        "$([ "$e" -eq 0 ] && echo PASS || echo MISS)" "ack p99 $(jget "$OUT/mix.json" ack.p99_ms) ms, e2e p99 $(jget "$OUT/mix.json" e2e.p99_ms) ms; consult signalling not served yet"
+    start_server
+fi
+
 # ------------------------------------------------------------------ peer (nats-server)
 ensure_nats() {
     command -v nats-server >/dev/null 2>&1 && return 0
@@ -254,14 +276,14 @@ EOF
         for n in $SIZES; do
             [ "$n" -le "$FANOUT" ] || continue
             bot "nats-$n" --peer nats --port "$NWS" --server-pid "$NATS_PID" --fanout "$n" \
-                --chat-rate max --dwindow 4 --size "$psize" --duration "$SECS" --warmup 1 --sample 10
+                --chat-rate max --dwindow "${BENCH_DWINDOW:-16}" --size "$psize" --duration "$SECS" --warmup 1 --sample 10
             printf '%s %s nats\n' "$n" "$(jget "$OUT/nats-$n.json" deliveries_per_s)" >>"$FAN_DAT"
         done
         if [ -f "$OUT/nats-$FANOUT.json" ] && [ -f "$OUT/fanout-$FANOUT.json" ]; then
             a=$(jget "$OUT/fanout-$FANOUT.json" deliveries_per_s); b=$(jget "$OUT/nats-$FANOUT.json" deliveries_per_s)
             r=$(python3 -c "print(round($a / $b, 3) if $b > 0 else 0)")
             row "fan-out ratio inkwire/nats-server ($FANOUT subs)" "(reported)" "$r" "-" \
-                "nats $(printf '%.0f' "$b")/s, bot cpu $(jget "$OUT/nats-$FANOUT.json" bot_cpu_pct)%, nats cpu $(jget "$OUT/nats-$FANOUT.json" server_cpu_pct)%; payload $psize B"
+                "per server core-second: inkwire $(python3 -c "print(round($a*100/max(1,$(jget "$OUT/fanout-$FANOUT.json" server_cpu_pct))))")/s, nats $(python3 -c "print(round($b*100/max(1,$(jget "$OUT/nats-$FANOUT.json" server_cpu_pct))))")/s; nats $(printf %.0f "$b")/s, bot cpu $(jget "$OUT/nats-$FANOUT.json" bot_cpu_pct)%, nats cpu $(jget "$OUT/nats-$FANOUT.json" server_cpu_pct)%; payload $psize B"
         fi
         stop_pid "$NATS_PID"; NATS_PID=""
     else
@@ -315,6 +337,7 @@ if [ -s "$FAN_DAT" ] && command -v gnuplot >/dev/null 2>&1; then
     awk '$3 == "nats"' "$FAN_DAT" >"$OUT/fanout-nats.dat"
     plots="'$OUT/fanout-inkwire.dat' using 1:2 with linespoints lw 2 pt 7 title 'inkwire (1 worker, persisted)'"
     [ -s "$OUT/fanout-nats.dat" ] && plots="$plots, '$OUT/fanout-nats.dat' using 1:2 with linespoints lw 2 pt 5 title 'nats-server (WebSocket)'"
+    ymax=$(awk 'BEGIN {m = 500000} $2 > m {m = $2} END {printf "%.0f", m * 1.15}' "$FAN_DAT")
     gnuplot <<EOF || say "gnuplot failed"
 set terminal pngcairo size 900,540 font ",11"
 set output '$OUT/fanout.png'
@@ -322,8 +345,8 @@ set title "Broadcast fan-out on one channel (loopback, bot and server share $(np
 set xlabel "subscribers"
 set ylabel "deliveries per second"
 set grid
-set key left top
-set yrange [0:*]
+set key outside bottom center horizontal
+set yrange [0:$ymax]
 set format y "%.0f"
 plot $plots, 500000 with lines dt 2 lc rgb "gray" title 'target 500,000/s'
 EOF

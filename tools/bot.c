@@ -74,7 +74,7 @@
 
 #define BOT_MAX_PROCS 64
 #define BOT_FD_RESERVE 100       /* fds kept free in each process */
-#define BOT_PER_SRC 20000        /* connections per source address */
+#define BOT_PER_SRC 20000        /* default connections per source address */
 #define BOT_WINDOW_MAX 48        /* requests in flight per socket (server cap 64) */
 #define BOT_MAX_CODES 24
 
@@ -97,6 +97,7 @@ typedef struct bot_opts {
     int procs;
     int max_pending;            /* handshakes in flight per process */
     int sample;                 /* decode 1 of N events for latency */
+    int per_src;                /* sockets per source address 127.0.0.x */
     bool json, quiet, strict, no_studio, presence_sub;
     const char *peer;           /* NULL or "nats" */
     int server_pid;
@@ -107,7 +108,7 @@ static bot_opts O = {
     .host = "127.0.0.1", .port = 0, .tenants = 1, .staff = 2, .clients = 4, .devices = 1,
     .chat_rate = 0, .ar_batch = 50, .window = 8, .dwindow = 4, .size = 100,
     .duration = 5, .warmup = 1, .storm_at = -1, .ramp_timeout = 60, .procs = 0,
-    .max_pending = 256, .sample = 1, .label = "run",
+    .max_pending = 256, .sample = 1, .per_src = BOT_PER_SRC, .label = "run",
 };
 
 /* ================================================================== histogram
@@ -425,6 +426,7 @@ enum { K_SESSION = 1, K_SUB, K_CONV, K_MSG, K_PRES, K_INQ, K_ARC, K_ARE };
 typedef struct sub {
     int ch;          /* channel index */
     bool known;      /* last is meaningful */
+    bool resub;      /* the pending subscribe carried `since` */
     uint64_t last;
 } sub;
 
@@ -462,8 +464,9 @@ static struct sockaddr_in dst;
 
 /* ---- channels (per process) ---- */
 
+/* Channel names are relative to a tenant: the table's key is "<tenant index>/<name>". */
 typedef struct chan {
-    char name[48];
+    char name[64];
     uint64_t max;    /* highest seq seen by any socket of this process (or acked) */
 } chan;
 static chan *CH;
@@ -525,6 +528,20 @@ static int chan_find(const char *s, size_t n, bool add)
     }
     return nCH - 1;
 }
+
+/* chan_key -- the channel `name` of tenant `t`; -1 when not there (and !add). */
+static int chan_key(int t, const char *name, size_t n, bool add)
+{
+    char key[96];
+    int k = snprintf(key, sizeof key, "%d/%.*s", t, (int)n, name);
+    if (k < 0 || (size_t)k >= sizeof key)
+        return -1;
+    return chan_find(key, (size_t)k, add);
+}
+
+static const char *chan_name(int ci) { return strchr(CH[ci].name, '/') + 1; }
+
+static int conn_tenant(const conn *c);
 
 /* ---- output ---- */
 
@@ -694,9 +711,10 @@ static void send_session(conn *c)
 static void send_subscribe(conn *c, sub *s)
 {
     uint32_t id = req_begin(c, K_SUB, "POST", "/v1/subscriptions", true);
+    s->resub = s->known;
     msgpack_pack_map(&PK, s->known ? 2 : 1);
     pk_str("channel");
-    pk_str(CH[s->ch].name);
+    pk_str(chan_name(s->ch));
     if (s->known) {
         pk_str("since");
         msgpack_pack_uint64(&PK, s->last);
@@ -909,7 +927,7 @@ static void conn_start(conn *c)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-    int k = c->slot / BOT_PER_SRC;
+    int k = c->slot / O.per_src;
     struct sockaddr_in src = { .sin_family = AF_INET };
     src.sin_addr.s_addr = htonl((127u << 24) | (uint32_t)(2 + k));
     if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0) {
@@ -1080,7 +1098,7 @@ static void on_event(conn *c, const uint8_t *p, size_t n)
     else
         ST->other_events++;
     if (seq) {
-        int ci = chan_find(ch, chl, false);
+        int ci = chan_key(conn_tenant(c), ch, chl, false);
         sub *s = ci >= 0 ? find_sub(c, ci) : NULL;
         if (s) {
             if (s->known && seq != s->last + 1) {
@@ -1149,10 +1167,11 @@ static void on_reply(conn *c, const msgpack_object *o)
             recovered = rv->via.boolean;
         if (status == 200 && body && proto_get_str(body, "channel", &ch, &chl) == 0 &&
             proto_get_u64(body, "seq", &head) == 0) {
-            int ci = chan_find(ch, chl, false);
+            int ci = chan_key(conn_tenant(c), ch, chl, false);
             sub *s = ci >= 0 ? find_sub(c, ci) : NULL;
             if (s) {
-                if (s->known && s->last > 0) { /* a resubscription with since */
+                if (s->resub) { /* a resubscription with since */
+                    s->resub = false;
                     if (recovered)
                         ST->recovered++;
                     else
@@ -1185,8 +1204,8 @@ static void on_reply(conn *c, const msgpack_object *o)
             if (m && proto_get_u64(m, "seq", &seq) == 0) {
                 char name[48];
                 snprintf(name, sizeof name, "conv:%s", T[mb->tenant].conv[mb->conv]);
-                int ci = chan_find(name, strlen(name), true);
-                if (seq > CH[ci].max)
+                int ci = chan_key(mb->tenant, name, strlen(name), true);
+                if (ci >= 0 && seq > CH[ci].max)
                     CH[ci].max = seq;
             }
         }
@@ -1540,6 +1559,8 @@ static void on_io(conn *c, uint32_t events)
         on_readable(c);
 }
 
+static int conn_tenant(const conn *c) { return M[SL[c->slot].member].tenant; }
+
 /* ================================================================== worker */
 
 static void build_subs(conn *c)
@@ -1552,19 +1573,20 @@ static void build_subs(conn *c)
     if (!c->subs)
         die("out of memory");
     char name[48];
+    int ti = m->tenant;
     if (s->flags & S_SUB_STUDIO)
-        c->subs[n++].ch = chan_find("studio", 6, true);
+        c->subs[n++].ch = chan_key(ti, "studio", 6, true);
     if (s->flags & S_SUB_PRESENCE)
-        c->subs[n++].ch = chan_find("presence", 8, true);
+        c->subs[n++].ch = chan_key(ti, "presence", 8, true);
     if (s->flags & S_SUB_CONVS) {
         for (int i = 0; i < t->nclients; i++) {
             snprintf(name, sizeof name, "conv:%s", t->conv[i]);
-            c->subs[n++].ch = chan_find(name, strlen(name), true);
+            c->subs[n++].ch = chan_key(ti, name, strlen(name), true);
         }
     }
     if (s->flags & S_SUB_OWN) {
         snprintf(name, sizeof name, "conv:%s", t->conv[m->conv]);
-        c->subs[n++].ch = chan_find(name, strlen(name), true);
+        c->subs[n++].ch = chan_key(ti, name, strlen(name), true);
     }
     c->nsubs = n;
 }
@@ -1696,8 +1718,13 @@ static void check_behind(void)
         for (int k = 0; k < c->nsubs; k++) {
             sub *s = &c->subs[k];
             ST->subs_checked++;
-            if (!s->known || s->last < CH[s->ch].max)
+            if (!s->known || s->last < CH[s->ch].max) {
                 ST->behind++;
+                if (getenv("INKWIRE_BOT_DEBUG"))
+                    fprintf(stderr, "inkwire-bot: behind: socket %d (%s) %s at %" PRIu64 " of %" PRIu64 "%s\n",
+                            c->slot, M[SL[c->slot].member].role == R_CLIENT ? "client" : "staff",
+                            CH[s->ch].name, s->last, CH[s->ch].max, s->known ? "" : " (never subscribed)");
+            }
         }
     }
 }
@@ -2120,6 +2147,8 @@ static void usage(FILE *f)
 "  --ramp-timeout SEC   time allowed to connect everyone (default 60)\n"
 "  --procs P            worker processes (default: enough for the fd limit)\n"
 "  --max-pending N      handshakes in flight per process (default 256)\n"
+"  --per-src N          sockets per source address 127.0.0.2, .3, ... (default 20000;\n"
+"                       the kernel has ~28,000 ephemeral ports per source address)\n"
 "  --server-pid PID     report this process's CPU and RSS (the server under test)\n"
 "  --peer nats          speak NATS over WebSocket to a nats-server (fan-out only)\n"
 "  --label NAME         name of the run in the report\n"
@@ -2173,7 +2202,7 @@ static void parse_args(int argc, char **argv)
         {"ar-batch", 1, 0, 'B'}, {"window", 1, 0, 'w'}, {"dwindow", 1, 0, 'W'}, {"size", 1, 0, 'z'},
         {"duration", 1, 0, 'D'}, {"warmup", 1, 0, 'u'}, {"storm-at", 1, 0, 'S'},
         {"ramp-timeout", 1, 0, 'T'}, {"procs", 1, 0, 'n'}, {"max-pending", 1, 0, 'm'},
-        {"sample", 1, 0, 'x'}, {"json", 0, 0, 'j'}, {"quiet", 0, 0, 'q'}, {"strict", 0, 0, 'X'},
+        {"sample", 1, 0, 'x'}, {"per-src", 1, 0, 'Z'}, {"json", 0, 0, 'j'}, {"quiet", 0, 0, 'q'}, {"strict", 0, 0, 'X'},
         {"no-studio", 0, 0, 'N'}, {"presence-sub", 0, 0, 'Y'}, {"peer", 1, 0, 'e'},
         {"server-pid", 1, 0, 'i'}, {"label", 1, 0, 'l'}, {"help", 0, 0, 'H'}, {0, 0, 0, 0},
     };
@@ -2205,6 +2234,7 @@ static void parse_args(int argc, char **argv)
         case 'T': O.ramp_timeout = parse_secs(optarg, 1, 1800, "--ramp-timeout"); break;
         case 'n': O.procs = (int)parse_int(optarg, 1, BOT_MAX_PROCS - 1, "--procs"); break;
         case 'm': O.max_pending = (int)parse_int(optarg, 1, 100000, "--max-pending"); break;
+        case 'Z': O.per_src = (int)parse_int(optarg, 1, 28000, "--per-src"); break;
         case 'x': O.sample = (int)parse_int(optarg, 1, 1000000, "--sample"); break;
         case 'j': O.json = true; break;
         case 'q': O.quiet = true; break;
@@ -2359,11 +2389,11 @@ int main(int argc, char **argv)
         nprocs = O.procs;
     if (nprocs > BOT_MAX_PROCS - 1)
         die("%d connections need more than %d processes", nSL, BOT_MAX_PROCS - 1);
-    if (nSL / BOT_PER_SRC + 2 > 254)
+    if (nSL / O.per_src + 2 > 254)
         die("too many connections for 127.0.0.2..127.0.0.254 source addresses");
     SH->nprocs = nprocs;
     note("setup %.1f s; %d socket(s) over %d process(es), %d source address(es)",
-         (now_ns() - t_setup) / 1e9, nSL, nprocs, nSL / BOT_PER_SRC + 1);
+         (now_ns() - t_setup) / 1e9, nSL, nprocs, (nSL - 1) / O.per_src + 1);
 
     fflush(NULL);
     for (int w = 0; w < nprocs; w++) {
