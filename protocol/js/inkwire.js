@@ -134,7 +134,7 @@ export class InkwireClient {
 
   // ---------------------------------------------------------------- events
 
-  /** on(name, fn): 'event' | 'open' | 'close' | 'reconnect' | 'error' | 'frame'. Returns an unsubscribe function. */
+  /** on(name, fn): 'event' | 'open' | 'close' | 'reconnect' | 'gap' | 'error' | 'frame'. Returns an unsubscribe function. */
   on(name, fn) {
     if (!this._handlers.has(name)) this._handlers.set(name, new Set());
     this._handlers.get(name).add(fn);
@@ -243,7 +243,11 @@ export class InkwireClient {
    * One reconnect attempt: new socket, new session, resubscribe every channel
    * from its last seen seq. Emits 'reconnect' { attempt, session, subscriptions }
    * on success. A 401/403 session reply stops reconnecting (unless getToken can
-   * mint a new token and the error is 401) and is emitted on 'error'.
+   * mint a new token and the error is 401) and is emitted on 'error'. A channel
+   * whose resubscribe answers 403/404 is forgotten and reported on 'error'
+   * (with `channel` set); one that cannot be replayed (`recovered: false`)
+   * emits 'gap'. Any other resubscribe failure closes the socket (4000) and
+   * the next attempt starts over.
    */
   async _reconnectOnce() {
     if (this._closedByUser) return;
@@ -263,11 +267,25 @@ export class InkwireClient {
     }
     const subscriptions = [];
     try {
-      for (const [channel, sub] of this._subs) {
+      for (const [channel, sub] of [...this._subs]) {
         const since = sub.lastSeq;
-        const body = await this.request('POST', '/v1/subscriptions',
-          since === null ? { channel } : { channel, since });
-        if (since === null && typeof body.seq === 'number') sub.lastSeq = body.seq;
+        let body;
+        try {
+          body = await this.request('POST', '/v1/subscriptions',
+            since === null ? { channel } : { channel, since });
+        } catch (e) {
+          // 403/404: this member may no longer read the channel (e.g. removed from
+          // the conversation). Retrying cannot help: forget the channel, report it,
+          // and keep the session and the other channels.
+          if (e instanceof InkwireError && (e.status === 403 || e.status === 404)) {
+            if (this._subs.get(channel) === sub) this._subs.delete(channel);
+            e.channel = channel;
+            this._emit('error', e);
+            continue;
+          }
+          throw e;
+        }
+        this._afterSubscribe(channel, sub, since, body);
         subscriptions.push(body);
       }
     } catch (e) {
@@ -408,6 +426,7 @@ export class InkwireClient {
    */
   async subscribe(channel, onEvent, { since } = {}) {
     let sub = this._subs.get(channel);
+    const created = !sub;
     if (!sub) { sub = { onEvent, lastSeq: null }; this._subs.set(channel, sub); }
     sub.onEvent = onEvent;
     // An explicit `since` is a fresh replay: events after it are wanted again.
@@ -417,14 +436,32 @@ export class InkwireClient {
       body = await this.request('POST', '/v1/subscriptions',
         since === undefined || since === null ? { channel } : { channel, since });
     } catch (e) {
-      if (this._subs.get(channel) === sub && sub.lastSeq === null) this._subs.delete(channel);
+      // A channel this call added and the server refused (4xx/5xx) is forgotten
+      // again, also when `since` was given, so the next reconnect does not retry it.
+      if (this._subs.get(channel) === sub
+          && (sub.lastSeq === null || (created && e instanceof InkwireError))) this._subs.delete(channel);
       throw e;
     }
-    // Without since, live events after the head follow: resume from the head.
-    if ((since === undefined || since === null) && body && typeof body.seq === 'number') {
-      sub.lastSeq = sub.lastSeq === null ? body.seq : Math.max(sub.lastSeq, body.seq);
-    }
+    this._afterSubscribe(channel, sub, since ?? null, body);
     return body;
+  }
+
+  /**
+   * Adjusts a channel's lastSeq to a subscribe reply. Without `since` the live
+   * events after the reply's head follow: resume from the head. With `since`
+   * and `recovered: false` the server replays nothing and continues after its
+   * head, so the events in (since, head] are missing: lastSeq moves to the head
+   * and 'gap' { channel, lastSeq: since, seq: head } tells the application to
+   * refetch them with history requests.
+   */
+  _afterSubscribe(channel, sub, since, body) {
+    if (!body || typeof body.seq !== 'number') return;
+    if (since === null) {
+      sub.lastSeq = sub.lastSeq === null ? body.seq : Math.max(sub.lastSeq, body.seq);
+    } else if (body.recovered === false) {
+      sub.lastSeq = Math.max(sub.lastSeq ?? 0, body.seq);
+      this._emit('gap', { channel, lastSeq: since, seq: body.seq });
+    }
   }
 
   /** unsubscribe -- DELETE /v1/subscriptions/<channel>; forgets the channel (no resubscribe on reconnect). */
