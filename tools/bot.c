@@ -2528,13 +2528,12 @@ int main(int argc, char **argv)
                               ? (double)(srv_rss_ready - srv_rss_start) * 1024.0 / nSL : -1;
     bool failed = fin.gaps || fin.dups || fin.not_recovered || fin.auth_err || fin.behind ||
                   fin.connect_err || fin.handshake_err;
-    (void)t_ready;
 
     FILE *out = O.json ? stderr : stdout;
     if (!O.quiet || !O.json) {
         fprintf(out, "\n== inkwire-bot report: %s%s ==\n", O.label, O.peer ? " (peer: nats)" : "");
-        fprintf(out, "  sockets        %d planned, %" PRIu64 " opened, %d process(es); measured %.2f s\n",
-                nSL, fin.opened, nprocs, secs);
+        fprintf(out, "  sockets        %d planned, %" PRIu64 " ready (ramp %.2f s), %" PRIu64 " opened, %d process(es); measured %.2f s\n",
+                nSL, m1.ready, t_ready ? (t_ready - t0) / 1e9 : -1.0, fin.opened, nprocs, secs);
         fprintf(out, "  throughput     sends/s %.0f  acks/s %.0f  deliveries/s %.0f  ar events/s %.0f  skipped sends %" PRIu64 "\n",
                 sends_s, acks_s, deliv_s, ar_s, m1.send_skipped - m0.send_skipped);
         fprintf(out, "  latency        (measured window)\n");
@@ -2570,6 +2569,7 @@ int main(int argc, char **argv)
         json_hist(stdout, "e2e", &fin.e2e, true);
         json_hist(stdout, "ack", &fin.ack, true);
         json_hist(stdout, "connect", &fin.connect, true);
+        printf("\"ready\":%" PRIu64 ",\"ramp_seconds\":%.3f,", m1.ready, t_ready ? (t_ready - t0) / 1e9 : -1.0);
         printf("\"bot_cpu_pct\":%.1f,\"server_cpu_pct\":%.1f,\"server_rss_start_kib\":%ld,"
                "\"server_rss_ready_kib\":%ld,\"server_rss_max_kib\":%ld,\"rss_bytes_per_socket\":%.0f,",
                bot_cpu, srv_cpu, srv_rss_start, srv_rss_ready, srv_rss_max, rss_per_conn);
