@@ -424,7 +424,7 @@ const char store_sql_inquiry_claim[] =
     "), seen AS ("
     "  UPDATE notification_outbox SET delivered_at = now()"
     "   WHERE studio_id = $1::uuid AND kind = 'inquiry.created' AND delivered_at IS NULL"
-    "     AND payload->>'inquiry_id' = $2 AND EXISTS (SELECT 1 FROM upd)"
+    "     AND payload->>'inquiry_id' = ($2::uuid)::text AND EXISTS (SELECT 1 FROM upd)"
     "  RETURNING 1"
     ")"
     "SELECT (SELECT seq FROM ev), (SELECT count(*) FROM part), (SELECT count(*) FROM seen)";

@@ -177,6 +177,7 @@ export async function startServer({ db, env = {} } = {}) {
     INKWIRE_DATABASE_URL: db.url,
     INKWIRE_JWT_KEY: jwtKey,
     INKWIRE_API_KEY: apiKey,
+    INKWIRE_DRAIN_S: '1', // stop() drains quickly unless a test says otherwise
     ...env,
   };
   delete fullEnv.INKWIRE_REDIS_URL; // single node unless a test says otherwise
@@ -467,4 +468,79 @@ export function rawSocket(server, { origin, protocol = 'inkwire.v1', timeoutMs =
 /** rawSession -- POST /v1/session on a RawSocket; resolves with the reply frame. */
 export function rawSession(raw, tok) {
   return raw.request('POST', '/v1/session', { token: tok, client: { name: 'raw', version: '1' } });
+}
+
+// ------------------------------------------------------------------ Redis
+
+const liveRedis = new Set();
+process.on('exit', () => {
+  for (const r of liveRedis) { try { process.kill(r.pid, 'SIGKILL'); } catch { /* gone */ } }
+});
+
+/**
+ * startRedis -- spawn a private redis-server on 127.0.0.1 (a free port, or
+ * `port` to restart one on the same address), no persistence. Resolves once
+ * it answers PING (redis-cli, 10 s deadline). Returns
+ *   { port, url: 'redis://127.0.0.1:<port>', pid, cli(...args), kill(sig), stop(), exited }
+ * cli() runs redis-cli against it and resolves with trimmed stdout.
+ */
+export async function startRedis({ port } = {}) {
+  const p = port || await freePort();
+  const child = spawn('redis-server', ['--port', String(p), '--bind', '127.0.0.1', '--save', '',
+    '--appendonly', 'no', '--protected-mode', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { out += d; });
+  let exitInfo = null;
+  const exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => { exitInfo = { code, signal }; liveRedis.delete(r); resolve(exitInfo); });
+  });
+  const cli = (...args) => new Promise((resolve, reject) => {
+    const c = spawn('redis-cli', ['-h', '127.0.0.1', '-p', String(p), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let o = '';
+    let e = '';
+    c.stdout.on('data', (d) => { o += d; });
+    c.stderr.on('data', (d) => { e += d; });
+    c.on('error', reject);
+    c.on('close', (code) => (code === 0 ? resolve(o.trim()) : reject(new Error(`redis-cli ${args.join(' ')}: ${e || o}`))));
+  });
+  const r = {
+    port: p,
+    url: `redis://127.0.0.1:${p}`,
+    pid: child.pid,
+    exited,
+    cli,
+    output: () => out,
+    kill(sig = 'SIGKILL') { if (!exitInfo) { try { process.kill(child.pid, sig); } catch { /* gone */ } } },
+    async stop() { if (exitInfo) return exitInfo; r.kill('SIGKILL'); return exited; },
+  };
+  liveRedis.add(r);
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    if (exitInfo) throw new Error(`redis-server exited during start-up: ${out.slice(-2000)}`);
+    try { if ((await cli('PING')) === 'PONG') return r; } catch { /* not yet */ }
+    if (Date.now() > deadline) { await r.stop(); throw new Error(`redis-server did not answer within 10 s: ${out.slice(-2000)}`); }
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+/**
+ * startCluster -- n inkwire nodes on one database and one Redis (or a list of
+ * Redis URLs), sharing the JWT and API keys (tokens work on every node).
+ * Node i gets INKWIRE_NODE_ID node-<i>. env is given to every node.
+ */
+export async function startCluster({ db, redisUrl, n = 3, env = {} } = {}) {
+  const jwtKey = crypto.randomBytes(36).toString('base64url');
+  const apiKey = randomHex(24);
+  const nodes = [];
+  for (let i = 0; i < n; i++) {
+    nodes.push(await startServer({
+      db,
+      env: { INKWIRE_JWT_KEY: jwtKey, INKWIRE_API_KEY: apiKey, INKWIRE_REDIS_URL: redisUrl,
+        INKWIRE_NODE_ID: `node-${i}-${randomHex(3)}`, ...env },
+    }));
+    nodes[i].jwtKey = jwtKey;
+    nodes[i].apiKey = apiKey;
+  }
+  return nodes;
 }
