@@ -348,7 +348,7 @@ set title "Broadcast fan-out on one channel (loopback, bot and server share $(np
 set xlabel "subscribers"
 set ylabel "deliveries per second"
 set grid
-set key outside bottom center horizontal
+set key top right box opaque
 set yrange [0:$ymax]
 set format y "%.0f"
 plot $plots, 500000 with lines dt 2 lc rgb "gray" title 'target 500,000/s'
