@@ -603,6 +603,15 @@ int srv_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
             else
                 respond(p, 500, "text/plain", "out of memory\n", 14);
             free(text);
+        } else if (srv_g.cfg->console &&
+                   (strcmp(p->path, "/console") == 0 || strncmp(p->path, "/console/", 9) == 0)) {
+            int st;
+            const char *ct;
+            char *body;
+            size_t n;
+            srv_console_get(p->path, &st, &ct, &body, &n); /* console.c */
+            respond(p, st, ct, body ? body : "", n);
+            free(body);
         } else {
             respond_error(p, 404, "not_found", "no such path");
         }

@@ -458,6 +458,19 @@ static int check_channel(srv_req *r, const char *ch, size_t len, char *out, bool
         c->not_found = "no such AR session";
         return 0;
     }
+    if (len == 8 + 36 && memcmp(ch, "consult:", 8) == 0 && proto_is_uuid(ch + 8, 36)) {
+        /* consult.peer_* / consult.ended (ephemeral): the consult's members
+         * (inkwire_consult_access, 007_consults.sql), so a member can
+         * subscribe before joining and miss no peer event */
+        for (int i = 0; i < 36; i++)
+            conv_id[i] = (char)((ch[8 + i] >= 'A' && ch[8 + i] <= 'F') ? ch[8 + i] + 32 : ch[8 + i]);
+        conv_id[36] = '\0';
+        snprintf(out, CHANNEL_MAX, "consult:%s", conv_id);
+        *is_conv = true;
+        c->acc_sql = store_sql_consult_access;
+        c->not_found = "no such consult";
+        return 0;
+    }
     srv_req_error(r, 404, "not_found", "unknown channel");
     return -1;
 }
@@ -707,6 +720,20 @@ unsigned srv_hub_close_sessions(const char *tid, const char *member, int code, c
         n++;
     }
     return n;
+}
+
+void srv_hub_stats(unsigned long *n_channels, unsigned long *n_subs)
+{
+    unsigned long nc = 0, ns = 0;
+    for (size_t i = 0; i < channels.cap; i++) {
+        const srv_channel *ch = channels.slots[i].key ? channels.slots[i].val : NULL;
+        if (ch) {
+            nc++;
+            ns += ch->n_subs;
+        }
+    }
+    *n_channels = nc;
+    *n_subs = ns;
 }
 
 void srv_hub_free_all(void)

@@ -18,6 +18,8 @@ enum {
     H_SUBSCRIBE, H_UNSUBSCRIBE,
     H_AR_CREATE, H_AR_EVENTS, H_AR_END,
     H_MSG_EDIT, H_MSG_DELETE, H_CONV_READ, H_CONV_TYPING,
+    H_CONSULT_CREATE, H_CONSULT_LIST, H_CONSULT_JOIN, H_CONSULT_SIGNAL, H_CONSULT_LEAVE,
+    H_CONSULT_END,
 };
 
 const proto_route srv_route_table[] = {
@@ -36,6 +38,12 @@ const proto_route srv_route_table[] = {
     { PROTO_DELETE, "/v1/conversations/:id/messages/:seq", H_MSG_DELETE },
     { PROTO_POST, "/v1/conversations/:id/read", H_CONV_READ },
     { PROTO_POST, "/v1/conversations/:id/typing", H_CONV_TYPING },
+    { PROTO_POST, "/v1/consults", H_CONSULT_CREATE },
+    { PROTO_GET, "/v1/consults", H_CONSULT_LIST },
+    { PROTO_POST, "/v1/consults/:id/join", H_CONSULT_JOIN },
+    { PROTO_POST, "/v1/consults/:id/signal", H_CONSULT_SIGNAL },
+    { PROTO_POST, "/v1/consults/:id/leave", H_CONSULT_LEAVE },
+    { PROTO_DELETE, "/v1/consults/:id", H_CONSULT_END },
 };
 const size_t srv_n_routes = sizeof srv_route_table / sizeof srv_route_table[0];
 
@@ -55,6 +63,12 @@ const srv_handler_def srv_handlers[] = {
     [H_MSG_DELETE] = { srv_h_msg_delete, true },
     [H_CONV_READ] = { srv_h_conv_read, true },
     [H_CONV_TYPING] = { srv_h_conv_typing, true },
+    [H_CONSULT_CREATE] = { srv_h_consult_create, true },
+    [H_CONSULT_LIST] = { srv_h_consult_list, true },
+    [H_CONSULT_JOIN] = { srv_h_consult_join, true },
+    [H_CONSULT_SIGNAL] = { srv_h_consult_signal, true },
+    [H_CONSULT_LEAVE] = { srv_h_consult_leave, true },
+    [H_CONSULT_END] = { srv_h_consult_end, true },
 };
 
 /* ================================================================== lifecycle */
@@ -123,6 +137,7 @@ void srv_session_closed(srv_session *s)
     lws_sul_cancel(&s->sul_auth);
     lws_sul_cancel(&s->sul_exp);
     srv_chat_typing_closed(s);
+    srv_consult_session_closed(s); /* seats start their grace period */
     srv_hub_drop_session(s);
     srv_hub_remove_session(s);
     queue_clear(s);

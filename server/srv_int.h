@@ -174,6 +174,23 @@ void srv_h_ar_end(srv_req *r, const proto_request *pr);
 void srv_ar_stop_watches(void);
 void srv_ar_free(void);
 void srv_ar_ingest_stats(store_ingest_stats *out);
+/* h_consult.c: video consults (PROTOCOL §5). The session-closed hook starts
+ * the seat grace of the session's seats; stop() frees every room and its
+ * timer (before the lws context goes); stats for the console. */
+void srv_h_consult_create(srv_req *r, const proto_request *pr);
+void srv_h_consult_list(srv_req *r, const proto_request *pr);
+void srv_h_consult_join(srv_req *r, const proto_request *pr);
+void srv_h_consult_signal(srv_req *r, const proto_request *pr);
+void srv_h_consult_leave(srv_req *r, const proto_request *pr);
+void srv_h_consult_end(srv_req *r, const proto_request *pr);
+void srv_consult_session_closed(srv_session *s);
+void srv_consult_stop(void);
+void srv_consult_stats(unsigned *rooms, unsigned *seats);
+/* hub.c: channels with at least one subscriber on this node, and subscriptions. */
+void srv_hub_stats(unsigned long *channels, unsigned long *subscriptions);
+/* console.c: GET /console/... (INKWIRE_CONSOLE=1). Fills a response: status,
+ * content type (static string) and a malloc'd body the caller frees. */
+void srv_console_get(const char *path, int *status, const char **ctype, char **body, size_t *len);
 void srv_h_msg_edit(srv_req *r, const proto_request *pr);
 void srv_h_msg_delete(srv_req *r, const proto_request *pr);
 void srv_h_conv_read(srv_req *r, const proto_request *pr);

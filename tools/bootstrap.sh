@@ -18,7 +18,8 @@ PKGS="build-essential pkg-config libwebsockets-dev libwebsockets-evlib-uv libpq-
 libmsgpack-dev libhiredis-dev libssl-dev libjwt-dev libsrtp2-dev libcmocka-dev
 libuv1-dev libjansson-dev uuid-dev postgresql-15 postgresql-client-15 redis-server
 clang-14 libclang-rt-14-dev gnuplot-nox curl ca-certificates procps iproute2
-util-linux openssl"
+util-linux openssl
+chromium coturn"
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }

@@ -8,6 +8,7 @@
 #   INKWIRE_JWT_ALG       HS256
 #   INKWIRE_JWT_KEY       random 48-char secret, generated once into var/dev-secret (0600)
 #   INKWIRE_API_KEY       random, generated once into var/dev-api-key (0600)
+#   INKWIRE_CONSOLE       1 (the studio console under /console/)
 # Starts build/inkwire (override: INKWIRE_BIN) in the background, waits (30 s at
 # most) for GET /healthz, provisions the demo studio and its four members through
 # the admin API (idempotent PUTs; anything but 200/201 is fatal, body printed),
@@ -107,6 +108,7 @@ stored_secret() {
 
 # ------------------------------------------------------------------ configuration
 export INKWIRE_LISTEN=${INKWIRE_LISTEN:-127.0.0.1:8080}
+export INKWIRE_CONSOLE=${INKWIRE_CONSOLE:-1}   # the studio console at /console/ (off by default in the binary)
 export INKWIRE_JWT_ALG=${INKWIRE_JWT_ALG:-HS256}
 if [ -z "${INKWIRE_JWT_KEY:-}" ]; then
     case $INKWIRE_JWT_ALG in
@@ -239,6 +241,7 @@ cat <<EOF
 
  WebSocket  $WSURL   (subprotocol inkwire.v1)
  Health     $BASE/healthz
+ Console    $BASE/console/   (paste a token below; operator page: $BASE/console/operator.html)
  Studio     Demo Ink Studio  tenant $DEMO_TID
  Admin API  Authorization: Bearer <key in var/dev-api-key>
 

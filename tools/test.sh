@@ -9,6 +9,7 @@
 #   fuzz-replay    make fuzz-replay                       -> "fuzz-replay: ..."
 #   integration    tools/run-integration.sh, INKWIRE_BIN=build/inkwire       -> "integration: ..."
 #   asan-integration  the same with INKWIRE_BIN=build/asan/inkwire (ASan server, real traffic)
+#   browser        tools/run-browser-tests.sh (Chromium + the console, loopback-only netns) -> "browser: ..."
 # ([pgtests] only when the Makefile has that target.) Sanitizer stages run with
 # ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 and UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1.
 #
@@ -145,6 +146,8 @@ stage integration      integration   build      env INKWIRE_BIN="$ROOT/build/ink
                                                 bash tools/run-integration.sh
 stage asan-integration integration   asan-build env "${SAN_ENV[@]}" INKWIRE_BIN="$ROOT/build/asan/inkwire" \
                                                 bash tools/run-integration.sh
+stage browser          browser       build      env INKWIRE_BIN="$ROOT/build/inkwire" \
+                                                bash tools/run-browser-tests.sh
 
 final_summary
 [ "$TOTAL_F" -eq 0 ]
