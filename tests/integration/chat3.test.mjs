@@ -461,6 +461,72 @@ describe('slow consumer', () => {
 });
 
 
+describe('slow consumer, SDK', () => {
+  let srv3;
+  after(async () => { await srv3?.stop(); });
+
+  // KNOWN SERVER BUG (found by this test, not fixed yet): hub.c subscribe_done
+  // pushes the whole replay (up to 1,000 events) into the socket's send queue in
+  // one go, so a replay larger than INKWIRE_SENDQ_BYTES/FRAMES trips the 4008
+  // rule at once; queue_clear() then drops even the subscribe reply. The client
+  // reconnects, resubscribes with the same since, and is cut again: forever, no
+  // progress. With the defaults (1 MiB) that is ~250 missed 4 KiB messages.
+  // Fix direction: do not count a replay against the slow-consumer bound (or
+  // pace it from WRITEABLE). Marked todo so that the suite stays green meanwhile.
+  test('an SDK client cut with 4008 reconnects with since and ends with every seq exactly once', {
+    todo: 'server bug: a replay larger than the send queue bound is cut with 4008 on every reconnect',
+  }, async () => {
+    srv3 = await startServer({ db, env: { ...LOAD, INKWIRE_SENDQ_BYTES: '65536', INKWIRE_SENDQ_FRAMES: '64' } });
+    const id = await newConv('slow phone');
+    const ch = `conv:${id}`;
+    const sub = await connect(srv3, token(srv3, T.clients[0]), { reconnect: true, backoff: { initialMs: 10, maxMs: 100, jitter: 0 } });
+    const seen = [];
+    const closes = [];
+    const gaps = [];
+    sub.on('close', (e) => closes.push(e));
+    sub.on('gap', (g) => gaps.push(g));
+    const reconnects = [];
+    sub.on('reconnect', (e) => reconnects.push(e));
+    await sub.subscribe(ch, (e) => seen.push(e));
+    const sender = await connect(srv3, token(srv3, T.artists[0]));
+    sub.ws._socket.pause(); // the phone stops reading
+    const text = 'y'.repeat(4096);
+    let sent = 0;
+    const worker = async () => {
+      while (closes.length === 0 && sent < 10000) { sent++; assert.equal((await send(sender, id, text)).status, 201); }
+    };
+    // the paused socket only learns of the close once it reads again: resume when the server has cut it
+    const cut = (async () => {
+      while (closes.length === 0 && sent < 10000) {
+        if ((await metric(srv3, 'inkwire_slow_consumer_closes_total')) > 0) { sub.ws?._socket?.resume(); return true; }
+        await new Promise((r) => setTimeout(r, 50)); // polling pace, bounded by the send cap
+      }
+      return closes.length > 0;
+    })();
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    assert.ok(await cut, `no slow-consumer close after ${sent} messages`);
+    const errors = [];
+    sub.on('error', (e) => errors.push(e));
+    await waitFor(() => reconnects.length > 0, 15000, 'reconnect after 4008').catch((e) => {
+      throw new Error(`${e.message}; ${closes.length} closes (${[...new Set(closes.map((x) => x.code))]}), ` +
+        `${errors.length} errors (first: ${errors[0]}), sent ${sent}, seen ${seen.length}`);
+    });
+    const rec = reconnects[0];
+    assert.equal(closes[0].code, 4008);
+    assert.equal(rec.subscriptions[0].recovered, true, `missed ${rec.subscriptions[0].seq - seen.length} events`);
+    for (let i = 0; i < 10; i++) await send(sender, id, `after ${i}`);
+    const head = sent + 10;
+    await waitFor(() => seen.length >= head, 15000, `all ${head} events after the reconnect`);
+    await sub.get('/v1/conversations');
+    expectSeqs(seen, 1, head, 'events delivered to the app');
+    assert.deepEqual(gaps, []);
+    assert.equal(closes.length, 1);
+    assert.equal(reconnects.length, 1);
+    sub.close();
+    sender.close();
+  });
+});
+
 // ------------------------------------------------------------------ 6. beyond the replay window
 
 describe('recovery beyond the log', () => {
