@@ -47,7 +47,7 @@ FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 MIGRATIONS := $(sort $(wildcard storage/migrations/*.sql))
 
 .PHONY: all run test pgtests unit unit-run asan fuzz fuzz-replay integration bench bootstrap clean help
-all: $(O)/inkwire $(O)/inkwire-token $(O)/inkwire-bench-ingest $(O)/inkwire-bot $(PG_BINS)
+all: $(O)/inkwire $(O)/inkwire-token $(O)/inkwire-bench-ingest $(O)/inkwire-bot $(O)/inkwire-bench-chat $(PG_BINS)
 
 help:
 	@sed -n '3,12p' Makefile
@@ -76,6 +76,10 @@ $(O)/inkwire-token: $(O)/obj/tools/token.o $(LIB)
 
 # The load-test bot (tools/bench-suite.sh drives it; see inkwire-bot --help).
 $(O)/inkwire-bot: $(O)/obj/tools/bot.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The chat benchmark client (tools/bench-chat.sh runs it).
+$(O)/inkwire-bench-chat: $(O)/obj/tools/bench_chat.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The AR telemetry ingest benchmark client (tools/bench-ingest.sh runs it).

@@ -52,7 +52,6 @@ static void on_signal(uv_signal_t *h, int signum)
     /* sockets first (sessions see their close), then the pool (pending
      * callbacks find closed sessions and drop their replies) */
     srv_ar_stop_watches();          /* their timers live in the lws context */
-    srv_consult_stop();             /* consult rooms and their grace timers, likewise */
     lws_context_destroy(srv_g.ctx);
     srv_g.ctx = NULL;
     store_close(srv_g.db);
@@ -91,6 +90,7 @@ int srv_run(const srv_config *cfg)
         .conninfo = cfg->database_url,
         .pool_size = cfg->db_pool,
         .connect_timeout_s = cfg->db_connect_timeout_s,
+        .batch_max = cfg->db_batch_max,
     };
     srv_g.db = store_open(&loop, &so, err, sizeof err);
     if (!srv_g.db) {

@@ -133,7 +133,11 @@ static int send_submit(send_ctx *c)
     lengths[10] = (int)c->tail.len;
     formats[9] = formats[10] = 1;
     store_stmt st = { store_sql_msg_send, 12, params, lengths, formats };
-    return store_tx(srv_g.db, s->tid, &st, 1, send_done, c);
+    /* group commit (storage.h): may share one transaction with other sends;
+     * the order key is the channel_heads row this statement locks */
+    char key[96];
+    snprintf(key, sizeof key, "%s/conv:%s", s->tid, c->conv);
+    return store_tx_batch(srv_g.db, s->tid, key, &st, 1, send_done, c);
 }
 
 void srv_h_msg_send(srv_req *r, const proto_request *pr)

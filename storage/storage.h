@@ -20,6 +20,75 @@
  * connection runs in libpq pipeline mode and is polled with uv_poll.
  * Connections that break are re-established in the background with backoff;
  * while none is up, store_tx() fails fast with STORE_E_UNAVAILABLE.
+ *
+ * Prepared statements. Each connection prepares (Parse "iw<k>") every
+ * caller statement text the first time it sends it, inside that job's own
+ * Sync segment, and from then on sends only Bind/Execute (keyed by the static
+ * sql pointer, verified by text; at most 128 per connection, the rest go
+ * unnamed). A statement that fails to parse fails its job with its own
+ * SQLSTATE and is sent unnamed from then on. A reconnected session prepares
+ * again. Measured: it halves the server-side cost of the message send.
+ *
+ * GROUP COMMIT (store_tx_batch). Durability is not negotiable: the cluster
+ * runs with synchronous_commit=on (never lowered for speed), so every commit
+ * waits for a WAL flush and the price of a write is the commit, not the
+ * statement. Jobs submitted with store_tx_batch() are therefore merged:
+ *
+ *   - Collecting. A batchable job waits in a lane: lane k belongs to pool
+ *     connection k and is chosen by a hash of the job's order_key, so all
+ *     jobs of one channel go through one connection (their batches never
+ *     wait for each other's row locks on another connection, and one
+ *     channel's jobs keep their submission order). A lane is sent (a) after
+ *     the loop's I/O phase (uv_check; a 0 ms timer makes sure the loop wakes
+ *     up for jobs submitted outside it) when its connection has no batch in
+ *     flight (a lane whose connection is down borrows an idle one), or
+ *     (b) at once, pipelined behind the batch in flight, when it holds
+ *     batch_max jobs (store_opts.batch_max, INKWIRE_DB_BATCH_MAX) or 4 MiB of
+ *     parameters. While a connection has a batch in flight its lane keeps
+ *     growing: the busier the database, the larger the batches (classic
+ *     group commit); an idle server adds no delay.
+ *   - Sending. One batch is ONE implicit transaction: for each job in turn
+ *         set_config('inkwire.studio_id', <job's studio>, true); <job's statements>
+ *     and a single Sync after the last job. PostgreSQL commits everything at
+ *     the Sync with one WAL flush, or nothing.
+ *   - Answering. Each job's callback gets its own store_res with its own
+ *     PGresults, in batch order, and only after the commit: a 201 sent from
+ *     the callback is durable exactly as with store_tx.
+ *   - Failure. If any statement (or the commit) fails, the whole merged
+ *     transaction rolled back and nothing of it is visible. Its jobs are
+ *     then re-sent one by one, each as its own transaction (own Sync), so a
+ *     bad job fails alone and every callback reports that job's own outcome;
+ *     a job is never committed twice (the failed batch committed nothing).
+ *     A deadlock (40P01) or serialization failure of the batch is treated
+ *     the same way. A connection lost before the batch's Sync result answers
+ *     every job of the batch STORE_E_UNAVAILABLE (same contract as store_tx:
+ *     the caller was told of no commit; the send path's client_msg_id makes
+ *     a retry idempotent).
+ *
+ * Why this is safe:
+ *   - Tenant scoping. set_config(..., true) is transaction-local and is set
+ *     again before each job's statements; the FORCEd RLS policies read
+ *     current_setting() per statement, so every statement runs under its own
+ *     job's tenant. Statements of job k+1 cannot run under job k's studio:
+ *     if job k+1's set_config fails, the pipeline aborts everything after it.
+ *   - Atomicity. Every job's statements still run inside one transaction,
+ *     now shared with other jobs: a job sees the effects of the jobs before
+ *     it in the batch exactly as if they had committed just before it (the
+ *     batch is a serial execution in batch order), and commits or rolls back
+ *     with them.
+ *   - Lock order. Jobs are ordered inside a batch by their order_key
+ *     (strcmp; stable, so same-key jobs keep submission order). The message
+ *     send locks one channel_heads row per job; passing the channel as the
+ *     order key makes every batch take its head-row locks in ascending order,
+ *     so two concurrent batches cannot deadlock on them (other transactions
+ *     that lock several rows still can: then the 40P01 rule above applies).
+ *   - Per-channel seq stays gap-free: it comes from the channel_heads row,
+ *     updated under its row lock inside the committing transaction; a batch
+ *     that rolls back rolls its increments back too.
+ * What a batchable job must not do: depend on transaction-level state other
+ * than inkwire.studio_id (now() is the batch's start time; pass times as
+ * parameters), or expect to be alone in its transaction. A batch_max of 1
+ * makes store_tx_batch exactly store_tx.
  */
 #ifndef INKWIRE_STORAGE_H
 #define INKWIRE_STORAGE_H
@@ -69,7 +138,10 @@ typedef struct store_opts {
     const char *conninfo;        /* libpq URI or key=value string */
     unsigned pool_size;          /* async connections (default 4) */
     unsigned connect_timeout_s;  /* how long store_open keeps retrying (default 15) */
-    unsigned queue_max;          /* jobs queued per connection before STORE_E_BUSY (default 20000) */
+    unsigned queue_max;          /* jobs queued per connection before STORE_E_BUSY (default 20000);
+                                    also the bound of jobs pending for a batch */
+    unsigned batch_max;          /* store_tx_batch: most jobs merged into one transaction
+                                    (default 64, at most 4096; 1 = no merging) */
 } store_opts;
 
 /*
@@ -97,6 +169,19 @@ int store_tx(store *s, const char *studio_id, const store_stmt *stmts, int n,
              store_cb cb, void *privdata);
 
 /*
+ * store_tx_batch -- like store_tx, but the job may share ONE transaction
+ * with other batchable jobs of any tenant (group commit, see the top of this
+ * file). order_key (may be NULL; copied) orders jobs inside a batch: pass
+ * the row the job locks first (the send path passes "<studio>/<channel>").
+ * Returns 0 and later calls cb exactly once (after the commit, with this
+ * job's own results; never inside store_tx_batch); or returns
+ * STORE_E_UNAVAILABLE / STORE_E_BUSY / STORE_E_QUERY (invalid statements)
+ * immediately and never calls cb.
+ */
+int store_tx_batch(store *s, const char *studio_id, const char *order_key,
+                   const store_stmt *stmts, int n, store_cb cb, void *privdata);
+
+/*
  * store_ping -- `SELECT 1` on a live connection (for /readyz). Same contract
  * as store_tx, no tenant.
  */
@@ -107,6 +192,10 @@ typedef struct store_stats {
     unsigned conns_up;
     unsigned long long tx_ok, tx_failed, reconnects;
     unsigned queued;             /* jobs submitted and not yet answered */
+    unsigned long long batches;  /* merged transactions that reached their Sync */
+    unsigned long long batched_jobs; /* jobs committed as members of a batch */
+    unsigned long long batch_retries; /* failed batches whose jobs were re-run one by one */
+    unsigned pending;            /* batchable jobs waiting for a batch */
 } store_stats;
 void store_get_stats(const store *s, store_stats *out);
 

@@ -63,6 +63,11 @@
 #define STORE__MSG_LOST          "database connection lost"
 #define STORE__MSG_CLOSED        "database pool closed"
 #define STORE__MSG_UNSENT        "database connection lost while sending"
+#define STORE__MSG_DOWN          "database unavailable"
+#define STORE__BATCH_DEFAULT     64      /* store_opts.batch_max default */
+#define STORE__BATCH_LIMIT       4096    /* largest accepted batch_max */
+#define STORE__BATCH_BYTES       (4u << 20) /* a batch is closed at this many job bytes */
+#define STORE__PREP_MAX          128     /* prepared statements per connection */
 
 static const char store__set_tenant_sql[] = "SELECT set_config('inkwire.studio_id', $1, true)";
 static const char store__ping_sql[] = "SELECT 1";
@@ -70,7 +75,7 @@ static const char store__set_role_sql[] = "SET ROLE " STORE__APP_ROLE;
 
 /* ------------------------------------------------------------------ types */
 
-enum store__job_kind { JOB_TX, JOB_PING, JOB_SETUP };
+enum store__job_kind { JOB_TX, JOB_PING, JOB_SETUP, JOB_BATCH };
 
 enum store__conn_state {
     CONN_DOWN,       /* no PGconn; timer armed for the next attempt */
@@ -102,7 +107,28 @@ struct store__job {
     int prelude;              /* queries sent before stmts[0] (1 for a tx) */
     int qi;                   /* index of the query whose results are being read */
     PGresult *err;            /* first error result of the job, owned */
+    const char *order_key;    /* batchable JOB_TX: sort key inside a batch, or NULL */
+    size_t size;              /* bytes of this allocation (batch byte cap) */
+    unsigned long long bseq;  /* batchable JOB_TX: submission number (stable sort) */
+    /* JOB_BATCH only: the member JOB_TX jobs, sent back to back and closed
+     * by ONE Sync; results are routed to members[cur]. */
+    store__job **members;
+    int nmem, cur;
+    /* FIFO entries: statements prepared at the start of this entry's Sync
+     * segment (cache indices, in send order); their results come first. */
+    int *pre;
+    int npre, pre_cap, pre_seen;
 };
+
+/* One server-side prepared statement of a connection ("iw<index>"). Keyed by
+ * the caller's static SQL pointer, verified by the text (a reused buffer with
+ * other text is simply not prepared). */
+typedef struct store__prep {
+    const char *key;          /* the caller's sql pointer */
+    char *text;               /* copy of the text */
+    size_t len;
+    int failed;               /* PREPARE failed: send this text unnamed */
+} store__prep;
 
 typedef struct store__conn {
     store *s;
@@ -117,7 +143,16 @@ typedef struct store__conn {
     int want_write;           /* PQflush said 1: watch UV_WRITABLE */
     int ever_up;              /* to count reconnects, not first connects */
     store__job *head, *tail;
-    unsigned njobs;           /* caller jobs in the FIFO (setup job excluded) */
+    unsigned njobs;           /* caller jobs in the FIFO (setup job excluded;
+                                 a batch counts as its members) */
+    unsigned nbatch;          /* JOB_BATCH units in the FIFO */
+    store__prep prep[STORE__PREP_MAX]; /* this session's prepared statements */
+    int nprep;
+    /* group commit lane k = connection k: batchable jobs waiting for a batch
+     * (chosen by their order_key, so one channel's jobs share one lane) */
+    store__job *pend_head, *pend_tail;
+    unsigned npend;
+    size_t pend_bytes;
 } store__conn;
 
 struct store {
@@ -127,8 +162,19 @@ struct store {
     int closing;
     unsigned handles_open;    /* uv handles not yet through their close callback */
     unsigned long long tx_ok, tx_failed, reconnects;
+    unsigned long long batches, batched_jobs, batch_retries;
     unsigned queued;
     store__conn *conns;       /* pool_size entries */
+    /* group commit (store_tx_batch): jobs wait in the lanes of the conns */
+    unsigned batch_max;
+    unsigned npend;           /* over all lanes */
+    unsigned rr;              /* lane of the next job without order_key */
+    unsigned long long bseq_next;
+    uv_check_t check;         /* active while jobs are pending: flushes them
+                                 after the loop's I/O phase */
+    uv_timer_t kick;          /* 0 ms: makes sure the loop does not block in
+                                 poll with jobs pending (submitted outside the
+                                 I/O phase, or a connection changed state) */
 };
 
 /* ------------------------------------------------------------------ small helpers */
@@ -209,7 +255,7 @@ static size_t store__align(size_t x)
  * parameter without length).
  */
 static store__job *store__job_new(enum store__job_kind kind, const char *studio_id,
-                                  const store_stmt *stmts, int n)
+                                  const char *order_key, const store_stmt *stmts, int n)
 {
     size_t np_total = 0, bytes = 0;
     if (n < 0 || (n > 0 && !stmts))
@@ -234,6 +280,8 @@ static store__job *store__job_new(enum store__job_kind kind, const char *studio_
     }
     if (studio_id)
         bytes += strlen(studio_id) + 1;
+    if (order_key)
+        bytes += strlen(order_key) + 1;
 
     size_t off_stmts = store__align(sizeof(store__job));
     size_t off_res = off_stmts + store__align(sizeof(store__pstmt) * (size_t)n);
@@ -282,18 +330,47 @@ static store__job *store__job_new(enum store__job_kind kind, const char *studio_
         size_t len = strlen(studio_id) + 1;
         memcpy(data, studio_id, len);
         j->studio_id = data;
+        data += len;
     }
+    if (order_key) {
+        size_t len = strlen(order_key) + 1;
+        memcpy(data, order_key, len);
+        j->order_key = data;
+    }
+    j->size = off_bytes + bytes;
     j->prelude = kind == JOB_TX ? 1 : 0;
     return j;
 }
 
-/* store__job_free -- PQclear everything the job still holds and free it. */
+/* store__job_free -- PQclear everything the job still holds and free it.
+ * A JOB_BATCH frees only itself: its members are owned (and answered) by
+ * whoever took them out of it. */
 static void store__job_free(store__job *j)
 {
     for (int i = 0; i < j->n; i++)
         PQclear(j->res[i]);
     PQclear(j->err);
+    if (j->kind == JOB_BATCH)
+        free(j->members);
+    free(j->pre);
     free(j);
+}
+
+/* store__job_reset -- forget the results of a job that was sent but whose
+ * transaction did not commit, so it can be sent again. */
+static void store__job_reset(store__job *j)
+{
+    for (int i = 0; i < j->n; i++) {
+        PQclear(j->res[i]);
+        j->res[i] = NULL;
+    }
+    PQclear(j->err);
+    j->err = NULL;
+    j->qi = 0;
+    j->next = NULL;
+    free(j->pre);
+    j->pre = NULL;
+    j->npre = j->pre_cap = j->pre_seen = 0;
 }
 
 /*
@@ -340,6 +417,12 @@ static void store__job_finish(store *s, store__job *j, PGconn *pg, const char *l
     memset(&r, 0, sizeof r);
     r.n = j->n;
     if (j->kind == JOB_SETUP) {
+        store__job_free(j);
+        return;
+    }
+    if (j->kind == JOB_BATCH) { /* lost before its Sync: every member is */
+        for (int i = 0; i < j->nmem; i++)
+            store__job_finish(s, j->members[i], NULL, lost ? lost : STORE__MSG_LOST);
         store__job_free(j);
         return;
     }
@@ -391,6 +474,13 @@ static void store__poll_closed(uv_handle_t *h)
 {
     store *s = h->data;
     free(h);
+    s->handles_open--;
+    store__maybe_free(s);
+}
+
+static void store__check_closed(uv_handle_t *h)
+{
+    store *s = h->data;
     s->handles_open--;
     store__maybe_free(s);
 }
@@ -462,6 +552,9 @@ static int store__watch_io(store__conn *c)
 
 static void store__on_timer(uv_timer_t *t);
 static void store__quiet(void *arg, const char *message);
+static void store__prep_clear(store__conn *c);
+static void store__kick(store *s);
+static void store__on_check(uv_check_t *h);
 
 /* store__detach_jobs -- take the whole FIFO off the connection. */
 static store__job *store__detach_jobs(store__conn *c)
@@ -469,6 +562,7 @@ static store__job *store__detach_jobs(store__conn *c)
     store__job *list = c->head;
     c->head = c->tail = NULL;
     c->njobs = 0;
+    c->nbatch = 0;
     return list;
 }
 
@@ -501,12 +595,14 @@ static void store__conn_fail(store__conn *c, const char *why)
         PQfinish(c->pg);
         c->pg = NULL;
     }
+    store__prep_clear(c);
     c->state = CONN_DOWN;
     c->want_write = 0;
     if (was_up || c->backoff_ms >= STORE__BACKOFF_MAX_MS)
         store__log("connection %u down (%s); reconnecting in %u ms", c->idx, line, c->backoff_ms);
     uv_timer_start(&c->timer, store__on_timer, c->backoff_ms, 0);
     c->backoff_ms = c->backoff_ms * 2 > STORE__BACKOFF_MAX_MS ? STORE__BACKOFF_MAX_MS : c->backoff_ms * 2;
+    store__kick(s); /* pending jobs: another connection, or fail them */
     store__fail_list(s, list, STORE__MSG_LOST);
 }
 
@@ -519,29 +615,136 @@ static void store__push(store__conn *c, store__job *j)
     else
         c->head = j;
     c->tail = j;
-    if (j->kind != JOB_SETUP)
+    if (j->kind == JOB_BATCH) {
+        c->njobs += (unsigned)j->nmem;
+        c->nbatch++;
+    } else if (j->kind != JOB_SETUP) {
         c->njobs++;
+    }
+}
+
+/* store__prep_clear -- forget the prepared statements (the session is gone). */
+static void store__prep_clear(store__conn *c)
+{
+    for (int i = 0; i < c->nprep; i++)
+        free(c->prep[i].text);
+    c->nprep = 0;
+}
+
+/* store__prep_find -- index of sql in the cache (same pointer and text), or -1. */
+static int store__prep_find(const store__conn *c, const char *sql)
+{
+    for (int i = 0; i < c->nprep; i++)
+        if (c->prep[i].key == sql)
+            return strcmp(c->prep[i].text, sql) == 0 ? i : -2;
+    return -1;
 }
 
 /*
- * store__send -- queue the job's queries and its Sync into libpq's output
- * buffer and try to flush. Returns 0, or -1 when libpq refused (the
- * connection is then broken; the caller decides how to fail it). Sets
- * want_write when PQflush could not send everything.
+ * store__prepare -- make sure the statement texts of job j are prepared on
+ * c: each one not yet in the cache is Parsed as "iw<k>" right now, at the
+ * start of the Sync segment of `at` (the FIFO entry that carries j: j itself
+ * or its batch; nothing of it sent yet), and recorded in at->pre so that
+ * store__drain reads the Parse results first. A failing Parse fails that
+ * entry like a failing statement would (same SQLSTATE). A statement whose
+ * pointer was seen with another text, or that does not fit the cache, or
+ * meets out-of-memory, stays unnamed. Returns 0, or -1 when libpq refused a
+ * send (the connection is broken).
  */
-static int store__send(store__conn *c, store__job *j)
+static int store__prepare(store__conn *c, store__job *at, const store__job *j)
 {
-    PGconn *pg = c->pg;
+    int nq = j->kind == JOB_TX ? j->n + 1 : 0;
+    for (int q = 0; q < nq; q++) {
+        const char *sql = q == 0 ? store__set_tenant_sql : j->stmts[q - 1].sql;
+        if (store__prep_find(c, sql) != -1 || c->nprep >= STORE__PREP_MAX)
+            continue;
+        if (at->npre == at->pre_cap) {
+            int ncap = at->pre_cap ? at->pre_cap * 2 : 4;
+            int *np = realloc(at->pre, sizeof *np * (size_t)ncap);
+            if (!np)
+                continue;
+            at->pre = np;
+            at->pre_cap = ncap;
+        }
+        size_t len = strlen(sql);
+        char *text = malloc(len + 1);
+        if (!text)
+            continue;
+        memcpy(text, sql, len + 1);
+        int k = c->nprep++;
+        c->prep[k] = (store__prep){.key = sql, .text = text, .len = len};
+        at->pre[at->npre++] = k;
+        char name[16];
+        snprintf(name, sizeof name, "iw%d", k);
+        if (!PQsendPrepare(c->pg, name, text, 0, NULL))
+            return -1;
+    }
+    return 0;
+}
+
+/* store__prep_result -- a result of the entry's Parse number pre_seen:
+ * an error fails that statement's cache entry (it is sent unnamed from now
+ * on and fails with its own error); a Parse skipped because an earlier one
+ * failed is dropped from the cache (prepared again next time). */
+static void store__prep_result(store__conn *c, store__job *j, ExecStatusType st)
+{
+    store__prep *e = &c->prep[j->pre[j->pre_seen]];
+    if (st == PGRES_PIPELINE_ABORTED) {
+        e->key = NULL;
+    } else if (st != PGRES_COMMAND_OK) {
+        e->failed = 1;
+    }
+}
+
+/* store__send_one -- one query: by its prepared name when the cache has it. */
+static int store__send_one(store__conn *c, const char *sql, int nparams, const char *const *values,
+                           const int *lengths, const int *formats)
+{
+    int k = store__prep_find(c, sql);
+    if (k >= 0 && !c->prep[k].failed) {
+        char name[16];
+        snprintf(name, sizeof name, "iw%d", k);
+        return PQsendQueryPrepared(c->pg, name, nparams, values, lengths, formats, 0) ? 0 : -1;
+    }
+    return PQsendQueryParams(c->pg, sql, nparams, NULL, values, lengths, formats, 0) ? 0 : -1;
+}
+
+/* store__send_queries -- one job's queries (a JOB_TX's set_config first), no
+ * Sync. Returns 0, or -1 when libpq refused. */
+static int store__send_queries(store__conn *c, const store__job *j)
+{
     if (j->kind == JOB_TX) {
         const char *v[1] = {j->studio_id};
-        if (!PQsendQueryParams(pg, store__set_tenant_sql, 1, NULL, v, NULL, NULL, 0))
+        if (store__send_one(c, store__set_tenant_sql, 1, v, NULL, NULL) != 0)
             return -1;
     }
     for (int i = 0; i < j->n; i++) {
         const store__pstmt *st = &j->stmts[i];
-        if (!PQsendQueryParams(pg, st->sql, st->nparams, NULL, st->values, st->lengths,
-                               st->formats, 0))
+        if (store__send_one(c, st->sql, st->nparams, st->values, st->lengths, st->formats) != 0)
             return -1;
+    }
+    return 0;
+}
+
+/*
+ * store__send -- queue the job's queries and its Sync into libpq's output
+ * buffer and try to flush. A JOB_BATCH sends each member's set_config and
+ * statements in member order and ONE Sync after the last. Returns 0, or -1
+ * when libpq refused (the connection is then broken; the caller decides how
+ * to fail it). Sets want_write when PQflush could not send everything.
+ */
+static int store__send(store__conn *c, store__job *j)
+{
+    PGconn *pg = c->pg;
+    if (j->kind == JOB_BATCH) {
+        for (int m = 0; m < j->nmem; m++)
+            if (store__prepare(c, j, j->members[m]) != 0)
+                return -1;
+        for (int m = 0; m < j->nmem; m++)
+            if (store__send_queries(c, j->members[m]) != 0)
+                return -1;
+    } else if (store__prepare(c, j, j) != 0 || store__send_queries(c, j) != 0) {
+        return -1;
     }
     if (!PQpipelineSync(pg))
         return -1;
@@ -563,7 +766,7 @@ static int store__pipeline_on(store__conn *c, int with_setup)
         return -1;
     if (with_setup) {
         store_stmt st = {.sql = store__set_role_sql};
-        store__job *j = store__job_new(JOB_SETUP, NULL, &st, 1);
+        store__job *j = store__job_new(JOB_SETUP, NULL, NULL, &st, 1);
         if (!j)
             return -1;
         store__push(c, j);
@@ -662,6 +865,7 @@ static int store__setup_done(store__conn *c, store__job *j)
     store__job_free(j);
     c->state = CONN_UP;
     c->backoff_ms = STORE__BACKOFF_MIN_MS;
+    store__kick(c->s);
     if (c->ever_up) {
         c->s->reconnects++;
         store__log("connection %u up again", c->idx);
@@ -671,9 +875,83 @@ static int store__setup_done(store__conn *c, store__job *j)
 }
 
 /*
+ * store__batch_done -- a JOB_BATCH reached its Sync (already off the FIFO).
+ *  - no error: the merged transaction committed; every member is answered
+ *    STORE_OK with its own results, in member order (all of them, even if a
+ *    callback closes the pool: they did commit).
+ *  - an error that means the connection is going (UNAVAILABLE class), or a
+ *    batch of one: the members are answered with that error (outcome of
+ *    the one transaction; nothing of it committed).
+ *  - any other error (a bad job, constraint, deadlock 40P01, serialization
+ *    failure): nothing committed; every member is reset and sent again on
+ *    this connection as its own transaction (own Sync), so each job gets its
+ *    own outcome and one bad job cannot fail the others.
+ * Returns 0, or -1 when the connection must not be touched any more (pool
+ * closed, or a send failed: BROKEN, its timer fails the connection and the
+ * re-sent members with it).
+ */
+static int store__batch_done(store__conn *c, store__job *b)
+{
+    store *s = c->s;
+    s->batches++;
+    if (!b->err) {
+        s->batched_jobs += (unsigned long long)b->nmem;
+        for (int i = 0; i < b->nmem; i++)
+            store__job_finish(s, b->members[i], c->pg, NULL);
+        store__job_free(b);
+        return (s->closing || (c->state != CONN_UP && c->state != CONN_SETUP)) ? -1 : 0;
+    }
+    store_res probe;
+    memset(&probe, 0, sizeof probe);
+    store__map_error(b->err, c->pg, &probe);
+    if (b->nmem == 1 || probe.status == STORE_E_UNAVAILABLE) {
+        for (int i = 0; i < b->nmem; i++) {
+            store__job *m = b->members[i];
+            if (b->nmem == 1) { /* its own error: hand the result over */
+                PQclear(m->err);
+                m->err = b->err;
+                b->err = NULL;
+                store__job_finish(s, m, c->pg, NULL);
+            } else {
+                store__job_finish(s, m, NULL, probe.message);
+            }
+        }
+        store__job_free(b);
+        return (s->closing || (c->state != CONN_UP && c->state != CONN_SETUP)) ? -1 : 0;
+    }
+    s->batch_retries++;
+    for (int i = 0; i < b->nmem; i++) {
+        store__job_reset(b->members[i]);
+        store__push(c, b->members[i]);
+    }
+    int rc = 0;
+    for (int i = 0; i < b->nmem && rc == 0; i++)
+        if (store__send(c, b->members[i]) != 0)
+            rc = -1;
+    store__job_free(b);
+    if (rc != 0) {
+        c->state = CONN_BROKEN;
+        uv_timer_start(&c->timer, store__on_timer, 0, 0);
+        return -1;
+    }
+    return 0;
+}
+
+/* store__target -- the job whose query results are being read: the job
+ * itself, or a batch's current member (NULL after its last member, where
+ * only a commit-time error can arrive). */
+static store__job *store__target(store__job *j)
+{
+    if (j->kind != JOB_BATCH)
+        return j;
+    return j->cur < j->nmem ? j->members[j->cur] : NULL;
+}
+
+/*
  * store__drain -- route every result libpq can hand out without blocking to
- * the head job; complete jobs at their Sync. Returns 0, or -1 when the
- * connection was failed (or the pool closed) and must not be touched.
+ * the head job (for a batch: to its current member); complete jobs at their
+ * Sync. Returns 0, or -1 when the connection was failed (or the pool closed)
+ * and must not be touched.
  */
 static int store__drain(store__conn *c)
 {
@@ -689,10 +967,25 @@ static int store__drain(store__conn *c)
                 store__conn_fail(c, "pipeline out of step");
                 return -1;
             }
-            j->qi++;
+            if (j->pre_seen < j->npre) { /* end of one Parse's results */
+                j->pre_seen++;
+                continue;
+            }
+            store__job *t = store__target(j);
+            if (t && ++t->qi >= t->prelude + t->n && t != j)
+                j->cur++; /* that member's last query is done */
             continue;
         }
         nulls = 0;
+        if (j->pre_seen < j->npre && PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+            store__prep_result(c, j, PQresultStatus(r));
+            if (PQresultStatus(r) != PGRES_COMMAND_OK &&
+                PQresultStatus(r) != PGRES_PIPELINE_ABORTED && !j->err)
+                j->err = r; /* the job fails with the Parse error */
+            else
+                PQclear(r);
+            continue;
+        }
         switch (PQresultStatus(r)) {
         case PGRES_PIPELINE_SYNC:
             PQclear(r);
@@ -703,6 +996,13 @@ static int store__drain(store__conn *c)
                 if (store__setup_done(c, j) != 0)
                     return -1;
                 continue;
+            }
+            if (j->kind == JOB_BATCH) {
+                c->njobs -= (unsigned)j->nmem;
+                c->nbatch--;
+                if (store__batch_done(c, j) != 0)
+                    return -1;
+                break;
             }
             c->njobs--;
             store__job_finish(s, j, c->pg, NULL);
@@ -724,9 +1024,10 @@ static int store__drain(store__conn *c)
             PQclear(r);
             break;
         default: {
-            int i = j->qi - j->prelude;
-            if (i >= 0 && i < j->n && !j->res[i])
-                j->res[i] = r;
+            store__job *t = store__target(j);
+            int i = t ? t->qi - t->prelude : -1;
+            if (t && i >= 0 && i < t->n && !t->res[i])
+                t->res[i] = r;
             else
                 PQclear(r); /* set_config's row, or a stray extra result */
             break;
@@ -912,6 +1213,9 @@ store *store_open(uv_loop_t *loop, const store_opts *o, char *err, size_t errlen
     unsigned pool = o->pool_size ? o->pool_size : 4;
     unsigned tmo = o->connect_timeout_s ? o->connect_timeout_s : 15;
     unsigned qmax = o->queue_max ? o->queue_max : 20000;
+    unsigned bmax = o->batch_max ? o->batch_max : STORE__BATCH_DEFAULT;
+    if (bmax > STORE__BATCH_LIMIT)
+        bmax = STORE__BATCH_LIMIT;
 
     PGconn *mpg = store__connect_blocking(o->conninfo, tmo, err, errlen);
     if (!mpg)
@@ -938,6 +1242,7 @@ store *store_open(uv_loop_t *loop, const store_opts *o, char *err, size_t errlen
     s->loop = loop;
     s->pool_size = pool;
     s->queue_max = qmax;
+    s->batch_max = bmax;
 
     /* The initial pool connects blocking (start-up), so store_is_up() is true
      * when store_open returns. uv handles are created only once every
@@ -964,6 +1269,12 @@ store *store_open(uv_loop_t *loop, const store_opts *o, char *err, size_t errlen
         free(s);
         return NULL;
     }
+    uv_check_init(loop, &s->check);
+    s->check.data = s;
+    s->handles_open++;
+    uv_timer_init(loop, &s->kick);
+    s->kick.data = s;
+    s->handles_open++;
     for (k = 0; k < pool; k++) {
         store__conn *c = &s->conns[k];
         uv_timer_init(loop, &c->timer);
@@ -994,10 +1305,26 @@ void store_close(store *s)
             PQfinish(c->pg);
             c->pg = NULL;
         }
+        store__prep_clear(c);
         c->state = CONN_DOWN;
         uv_timer_stop(&c->timer);
         uv_close((uv_handle_t *)&c->timer, store__timer_closed);
     }
+    /* jobs still waiting for a batch: after the sent ones */
+    for (unsigned k = 0; k < s->pool_size; k++) {
+        store__conn *c = &s->conns[k];
+        *tailp = c->pend_head;
+        while (*tailp)
+            tailp = &(*tailp)->next;
+        c->pend_head = c->pend_tail = NULL;
+        c->npend = 0;
+        c->pend_bytes = 0;
+    }
+    s->npend = 0;
+    uv_check_stop(&s->check);
+    uv_close((uv_handle_t *)&s->check, store__check_closed);
+    uv_timer_stop(&s->kick);
+    uv_close((uv_handle_t *)&s->kick, store__check_closed);
     /* handles close on the next loop iteration; s stays valid until then */
     store__fail_list(s, all, STORE__MSG_CLOSED);
 }
@@ -1039,7 +1366,7 @@ static int store__submit(store *s, enum store__job_kind kind, const char *studio
         return STORE_E_UNAVAILABLE;
     if (c->njobs >= s->queue_max)
         return STORE_E_BUSY;
-    store__job *j = store__job_new(kind, studio_id, stmts, n);
+    store__job *j = store__job_new(kind, studio_id, NULL, stmts, n);
     if (!j)
         return STORE_E_QUERY; /* invalid statements or out of memory */
     j->cb = cb;
@@ -1066,6 +1393,198 @@ int store_tx(store *s, const char *studio_id, const store_stmt *stmts, int n, st
     return store__submit(s, JOB_TX, studio_id, stmts, n, cb, privdata);
 }
 
+/* ------------------------------------------------------------------ group commit */
+
+/* store__bcmp -- qsort order of batch members: order_key (NULL first), then
+ * submission order, so the sort is stable. */
+static int store__bcmp(const void *a, const void *b)
+{
+    const store__job *x = *(store__job *const *)a, *y = *(store__job *const *)b;
+    int c = 0;
+    if (x->order_key && y->order_key)
+        c = strcmp(x->order_key, y->order_key);
+    else if (x->order_key || y->order_key)
+        c = x->order_key ? 1 : -1;
+    if (c)
+        return c;
+    return x->bseq < y->bseq ? -1 : x->bseq > y->bseq;
+}
+
+/*
+ * store__flush_one -- take up to batch_max jobs (and at most
+ * STORE__BATCH_BYTES, but at least one) from lane l, sort them by order_key
+ * (stable), and send them on c as one JOB_BATCH. Never calls a callback:
+ * when memory runs out the jobs stay pending (-1); when the send fails the
+ * connection becomes BROKEN and its timer fails the batch.
+ */
+static int store__flush_one(store *s, store__conn *l, store__conn *c)
+{
+    unsigned want = l->npend < s->batch_max ? l->npend : s->batch_max;
+    store__job *b = calloc(1, sizeof *b);
+    store__job **mem = b ? malloc(sizeof *mem * want) : NULL;
+    if (!mem) {
+        free(b);
+        return -1;
+    }
+    size_t bytes = 0;
+    int n = 0;
+    while (l->pend_head && (unsigned)n < want &&
+           (n == 0 || bytes + l->pend_head->size <= STORE__BATCH_BYTES)) {
+        store__job *j = l->pend_head;
+        l->pend_head = j->next;
+        j->next = NULL;
+        bytes += j->size;
+        mem[n++] = j;
+    }
+    if (!l->pend_head)
+        l->pend_tail = NULL;
+    l->npend -= (unsigned)n;
+    l->pend_bytes -= bytes;
+    s->npend -= (unsigned)n;
+    if (n > 1)
+        qsort(mem, (size_t)n, sizeof *mem, store__bcmp);
+    b->kind = JOB_BATCH;
+    b->members = mem;
+    b->nmem = n;
+    store__push(c, b);
+    if (store__send(c, b) != 0 || (c->want_write && store__watch_io(c) != 0)) {
+        c->state = CONN_BROKEN;
+        uv_timer_start(&c->timer, store__on_timer, 0, 0);
+    }
+    return 0;
+}
+
+/* store__lane_target -- the connection lane l's next batch goes to: its own
+ * when up (idle, or busy when `force`); else another up one without a batch
+ * in flight (any up one when `force`); else NULL (wait, or none is up). */
+static store__conn *store__lane_target(store *s, store__conn *l, int force)
+{
+    if (l->state == CONN_UP)
+        return (force || l->nbatch == 0) ? l : NULL;
+    store__conn *best = NULL;
+    for (unsigned k = 0; k < s->pool_size; k++) {
+        store__conn *c = &s->conns[k];
+        if (c->state == CONN_UP && c->nbatch == 0 && (!best || c->njobs < best->njobs))
+            best = c;
+    }
+    return best || !force ? best : store__pick(s);
+}
+
+/*
+ * store__flush -- send every lane's pending jobs as batches: lane k goes to
+ * connection k when that one has no batch in flight (with `force`, lane
+ * `forced` goes out even to a busy connection: its cap was reached); a lane
+ * whose connection is down borrows an idle one. Keeps the check handle
+ * running exactly while jobs remain pending. With `may_fail` (loop context,
+ * not inside a submit) and no connection up, the pending jobs are answered
+ * STORE_E_UNAVAILABLE.
+ */
+static void store__flush(store *s, store__conn *forced, int may_fail)
+{
+    if (may_fail && s->npend && !store_is_up(s)) {
+        store__job *all = NULL, **tailp = &all;
+        for (unsigned k = 0; k < s->pool_size; k++) {
+            store__conn *c = &s->conns[k];
+            *tailp = c->pend_head;
+            while (*tailp)
+                tailp = &(*tailp)->next;
+            c->pend_head = c->pend_tail = NULL;
+            c->npend = 0;
+            c->pend_bytes = 0;
+        }
+        s->npend = 0;
+        uv_check_stop(&s->check);
+        store__fail_list(s, all, STORE__MSG_DOWN);
+        return; /* callbacks ran: s may be closing */
+    }
+    for (unsigned k = 0; k < s->pool_size && s->npend; k++) {
+        store__conn *l = &s->conns[k];
+        int force = l == forced;
+        while (l->pend_head) {
+            store__conn *c = store__lane_target(s, l, force);
+            force = 0;
+            if (!c || store__flush_one(s, l, c) != 0)
+                break;
+        }
+    }
+    if (s->npend)
+        uv_check_start(&s->check, store__on_check);
+    else
+        uv_check_stop(&s->check);
+}
+
+/* store__on_check -- after each loop iteration's I/O: flush pending jobs. */
+static void store__on_check(uv_check_t *h)
+{
+    store *s = h->data;
+    if (!s->closing)
+        store__flush(s, NULL, 1);
+}
+
+static void store__on_kick(uv_timer_t *t)
+{
+    store *s = t->data;
+    if (!s->closing)
+        store__flush(s, NULL, 1);
+}
+
+/* store__kick -- when jobs are pending, have the loop flush them in its next
+ * iteration without waiting for I/O. */
+static void store__kick(store *s)
+{
+    if (s->npend && !s->closing)
+        uv_timer_start(&s->kick, store__on_kick, 0, 0);
+}
+
+/* store__lane_of -- FNV-1a of the order key modulo the pool (one key, one
+ * lane); jobs without a key go round robin. */
+static store__conn *store__lane_of(store *s, const char *key)
+{
+    uint32_t h = 2166136261u;
+    if (!key)
+        return &s->conns[s->rr++ % s->pool_size];
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return &s->conns[h % s->pool_size];
+}
+
+int store_tx_batch(store *s, const char *studio_id, const char *order_key,
+                   const store_stmt *stmts, int n, store_cb cb, void *privdata)
+{
+    if (!studio_id || n < 0 || (n > 0 && !stmts))
+        return STORE_E_QUERY;
+    if (!s || s->closing || !store_is_up(s))
+        return STORE_E_UNAVAILABLE;
+    if (s->batch_max <= 1)
+        return store__submit(s, JOB_TX, studio_id, stmts, n, cb, privdata);
+    if (s->npend >= s->queue_max)
+        return STORE_E_BUSY;
+    store__job *j = store__job_new(JOB_TX, studio_id, order_key, stmts, n);
+    if (!j)
+        return STORE_E_QUERY; /* invalid statements or out of memory */
+    j->cb = cb;
+    j->privdata = privdata;
+    j->bseq = s->bseq_next++;
+    j->next = NULL;
+    store__conn *l = store__lane_of(s, order_key);
+    if (l->pend_tail)
+        l->pend_tail->next = j;
+    else
+        l->pend_head = j;
+    l->pend_tail = j;
+    l->npend++;
+    l->pend_bytes += j->size;
+    s->npend++;
+    s->queued++;
+    if (l->npend >= s->batch_max || l->pend_bytes >= STORE__BATCH_BYTES) {
+        store__flush(s, l, 0); /* full: out now, even to a busy connection */
+    } else if (s->npend == 1) {
+        uv_check_start(&s->check, store__on_check);
+        store__kick(s);
+    }
+    return 0;
+}
+
 int store_ping(store *s, store_cb cb, void *privdata)
 {
     store_stmt st = {.sql = store__ping_sql};
@@ -1084,4 +1603,8 @@ void store_get_stats(const store *s, store_stats *out)
     out->tx_failed = s->tx_failed;
     out->reconnects = s->reconnects;
     out->queued = s->queued;
+    out->batches = s->batches;
+    out->batched_jobs = s->batched_jobs;
+    out->batch_retries = s->batch_retries;
+    out->pending = s->npend;
 }
