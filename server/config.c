@@ -38,6 +38,7 @@ typedef struct cfg__num {
 enum {
     NUM_MAX_MESSAGE, NUM_MAX_INFLIGHT, NUM_AUTH_TIMEOUT, NUM_SENDQ_BYTES,
     NUM_SENDQ_FRAMES, NUM_DB_POOL, NUM_DB_CONNECT_TIMEOUT, NUM_AR_WATCH_HZ,
+    NUM_TURN_TTL, NUM_CONSULT_GRACE, NUM_CONSULT_MAX,
     NUM_DB_BATCH_MAX,
     NUM__COUNT
 };
@@ -61,6 +62,12 @@ static const cfg__num cfg__nums[NUM__COUNT] = {
                           "message writes merged into one transaction (group commit; 1 = off)"},
     [NUM_AR_WATCH_HZ] = {"INKWIRE_AR_WATCH_HZ", 1, 1000, 10, "Hz",
                          "live AR telemetry frames per second per session to watchers"},
+    [NUM_TURN_TTL] = {"INKWIRE_TURN_TTL_S", 60, 604800, 3600, "s",
+                      "lifetime of the TURN credentials handed to consult participants"},
+    [NUM_CONSULT_GRACE] = {"INKWIRE_CONSULT_GRACE_S", 0, 3600, 30, "s",
+                           "a consult participant whose socket drops keeps the seat this long"},
+    [NUM_CONSULT_MAX] = {"INKWIRE_CONSULT_MAX", 2, 16, 3, "participants",
+                         "most participants in one video consult"},
 };
 
 typedef struct cfg__ctx {
@@ -534,6 +541,91 @@ static int cfg__numbers(cfg__ctx *x, srv_config *c)
     c->db_connect_timeout_s = (unsigned)v[NUM_DB_CONNECT_TIMEOUT];
     c->db_batch_max = (unsigned)v[NUM_DB_BATCH_MAX];
     c->ar_watch_hz = (unsigned)v[NUM_AR_WATCH_HZ];
+    c->turn_ttl_s = (unsigned)v[NUM_TURN_TTL];
+    c->consult_grace_s = (unsigned)v[NUM_CONSULT_GRACE];
+    c->consult_max = (unsigned)v[NUM_CONSULT_MAX];
+    return 0;
+}
+
+/*
+ * cfg__consult -- INKWIRE_TURN_SECRET (>= 16 bytes; needs INKWIRE_TURN_URLS),
+ * INKWIRE_TURN_URLS (comma separated, blanks trimmed, each turn:, turns:,
+ * stun: or stuns: followed by 1..250 printable non-blank characters, at most
+ * SRV_MAX_TURN_URLS), INKWIRE_CONSOLE (0 or 1) and INKWIRE_CONSOLE_DIR (an
+ * existing directory). 0, or -1 with err set.
+ */
+static int cfg__consult(cfg__ctx *x, srv_config *c)
+{
+    char show[64];
+    const char *urls = cfg__env(x, "INKWIRE_TURN_URLS");
+    if (urls != NULL && urls[strspn(urls, " \t")] != '\0') {
+        for (const char *p = urls;;) {
+            const char *end = strchr(p, ',');
+            size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+            const char *a = p, *b = p + len;
+            while (a < b && (*a == ' ' || *a == '\t'))
+                a++;
+            while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+                b--;
+            char e[256];
+            size_t el = (size_t)(b - a);
+            size_t cl = el < sizeof e - 1 ? el : sizeof e - 1;
+            memcpy(e, a, cl);
+            e[cl] = '\0';
+            size_t scheme = strncmp(e, "turn:", 5) == 0 || strncmp(e, "stun:", 5) == 0   ? 5
+                            : strncmp(e, "turns:", 6) == 0 || strncmp(e, "stuns:", 6) == 0 ? 6
+                                                                                            : 0;
+            int ok = scheme > 0 && el > scheme && el <= 250;
+            for (size_t i = 0; ok && i < el; i++)
+                ok = e[i] > 0x20 && e[i] < 0x7f && e[i] != '"' && e[i] != '\\';
+            if (!ok) {
+                cfg__err(x, "INKWIRE_TURN_URLS: \"%s\" is not a turn:, turns:, stun: or stuns: URL",
+                         cfg__show(e, show));
+                return -1;
+            }
+            if (c->n_turn_urls == SRV_MAX_TURN_URLS) {
+                cfg__err(x, "INKWIRE_TURN_URLS: more than %d URLs", SRV_MAX_TURN_URLS);
+                return -1;
+            }
+            if ((c->turn_urls[c->n_turn_urls] = cfg__dup(x, "INKWIRE_TURN_URLS", e)) == NULL)
+                return -1;
+            c->n_turn_urls++;
+            if (end == NULL)
+                break;
+            p = end + 1;
+        }
+    }
+    const char *secret = cfg__env(x, "INKWIRE_TURN_SECRET");
+    if (secret != NULL && secret[0] != '\0') {
+        if (strlen(secret) < 16) {
+            cfg__err(x, "INKWIRE_TURN_SECRET: must be at least 16 bytes (got %zu)", strlen(secret));
+            return -1;
+        }
+        if (c->n_turn_urls == 0) {
+            cfg__err(x, "INKWIRE_TURN_URLS: required when INKWIRE_TURN_SECRET is set (e.g. turn:turn.example.com:3478)");
+            return -1;
+        }
+        if ((c->turn_secret = cfg__dup(x, "INKWIRE_TURN_SECRET", secret)) == NULL)
+            return -1;
+    }
+    const char *con = cfg__env(x, "INKWIRE_CONSOLE");
+    if (con != NULL) {
+        if (strcmp(con, "0") != 0 && strcmp(con, "1") != 0) {
+            cfg__err(x, "INKWIRE_CONSOLE: must be 0 or 1 (got \"%s\")", cfg__show(con, show));
+            return -1;
+        }
+        c->console = con[0] == '1';
+    }
+    const char *dir = cfg__env(x, "INKWIRE_CONSOLE_DIR");
+    if (dir != NULL && dir[0] != '\0') {
+        struct stat st;
+        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            cfg__err(x, "INKWIRE_CONSOLE_DIR: %s is not a directory", cfg__show(dir, show));
+            return -1;
+        }
+        if ((c->console_dir = cfg__dup(x, "INKWIRE_CONSOLE_DIR", dir)) == NULL)
+            return -1;
+    }
     return 0;
 }
 
@@ -594,6 +686,8 @@ int srv_config_load(srv_config *c, srv_getenv_fn get, void *ud, char *err, size_
     if (cfg__node_id(&x, c) != 0 || cfg__tls(&x, c) != 0 || cfg__origins(&x, c) != 0 ||
         cfg__numbers(&x, c) != 0 || cfg__log_level(&x, c) != 0)
         goto fail;
+    if (cfg__consult(&x, c) != 0)
+        goto fail;
     return 0;
 
 fail:
@@ -624,6 +718,10 @@ void srv_config_free(srv_config *c)
     free(c->tls_key);
     for (int i = 0; i < SRV_MAX_ORIGINS; i++)
         free(c->allowed_origins[i]);
+    cfg__free_secret(c->turn_secret);
+    for (int i = 0; i < SRV_MAX_TURN_URLS; i++)
+        free(c->turn_urls[i]);
+    free(c->console_dir);
     memset(c, 0, sizeof *c);
 }
 
@@ -655,6 +753,10 @@ void srv_config_usage(FILE *out, const char *argv0)
         {"INKWIRE_TLS_CERT", "(unset)", "PEM certificate chain; set with INKWIRE_TLS_KEY or not at all"},
         {"INKWIRE_TLS_KEY", "(unset)", "PEM private key for INKWIRE_TLS_CERT"},
         {"INKWIRE_ALLOWED_ORIGINS", "(any)", "comma-separated scheme://host[:port] allowed as Origin"},
+        {"INKWIRE_TURN_URLS", "(unset)", "comma-separated turn:/turns:/stun: URLs handed to consult participants"},
+        {"INKWIRE_TURN_SECRET", "(unset)", "TURN REST API shared secret (>= 16 bytes; coturn static-auth-secret)"},
+        {"INKWIRE_CONSOLE", "0", "1 = serve the studio console and operator page under /console/"},
+        {"INKWIRE_CONSOLE_DIR", "(tools/console)", "the console's files; default: tools/console next to the binary or cwd"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         fprintf(out, "  %-30s %-18s %s\n", rows[i][0], rows[i][1], rows[i][2]);

@@ -14,6 +14,7 @@
 #include "tenants/tenants.h"
 
 #define SRV_MAX_ORIGINS 32
+#define SRV_MAX_TURN_URLS 8
 
 typedef struct srv_config {
     char listen_host[64];      /* INKWIRE_LISTEN host part, default "127.0.0.1" */
@@ -39,6 +40,15 @@ typedef struct srv_config {
     int log_level;             /* INKWIRE_LOG_LEVEL: 0 error, 1 warn, 2 info (default), 3 debug */
     /* AR telemetry (added with the "bookings, AR telemetry" issue) */
     unsigned ar_watch_hz;      /* INKWIRE_AR_WATCH_HZ frames/s per AR session to watchers, default 10 (1..1000) */
+    /* video consults and the console (the "video consults end to end" issue) */
+    char *turn_secret;         /* INKWIRE_TURN_SECRET (>= 16 bytes), NULL = no TURN credentials */
+    char *turn_urls[SRV_MAX_TURN_URLS]; /* INKWIRE_TURN_URLS: comma-separated turn:/turns:/stun:/stuns: URLs */
+    int n_turn_urls;
+    unsigned turn_ttl_s;       /* INKWIRE_TURN_TTL_S credential lifetime, default 3600 (60..604800) */
+    unsigned consult_grace_s;  /* INKWIRE_CONSULT_GRACE_S a dropped participant keeps the seat, default 30 (0..3600) */
+    unsigned consult_max;      /* INKWIRE_CONSULT_MAX participants per consult, default 3 (2..16) */
+    int console;               /* INKWIRE_CONSOLE 0 (default) | 1: serve the studio console under /console/ */
+    char *console_dir;         /* INKWIRE_CONSOLE_DIR, NULL = tools/console found at run time */
 } srv_config;
 
 /* Returns the value of an environment variable, or NULL. */

@@ -52,6 +52,7 @@ static void on_signal(uv_signal_t *h, int signum)
     /* sockets first (sessions see their close), then the pool (pending
      * callbacks find closed sessions and drop their replies) */
     srv_ar_stop_watches();          /* their timers live in the lws context */
+    srv_consult_stop();             /* consult rooms and their grace timers, likewise */
     lws_context_destroy(srv_g.ctx);
     srv_g.ctx = NULL;
     store_close(srv_g.db);

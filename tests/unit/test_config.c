@@ -577,13 +577,79 @@ static void test_usage(void **state)
                           "INKWIRE_ALLOWED_ORIGINS", "INKWIRE_MAX_MESSAGE", "INKWIRE_MAX_INFLIGHT",
                           "INKWIRE_AUTH_TIMEOUT_MS", "INKWIRE_SENDQ_BYTES", "INKWIRE_SENDQ_FRAMES",
                           "INKWIRE_DB_POOL", "INKWIRE_DB_CONNECT_TIMEOUT_S", "INKWIRE_LOG_LEVEL",
-                          "INKWIRE_AR_WATCH_HZ", "INKWIRE_DB_BATCH_MAX"};
+                          "INKWIRE_AR_WATCH_HZ", "INKWIRE_TURN_URLS", "INKWIRE_TURN_SECRET",
+                          "INKWIRE_TURN_TTL_S", "INKWIRE_CONSULT_GRACE_S", "INKWIRE_CONSULT_MAX",
+                          "INKWIRE_CONSOLE", "INKWIRE_CONSOLE_DIR", "INKWIRE_DB_BATCH_MAX"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         if (strstr(buf, vars[i]) == NULL)
             fail_msg("usage lacks %s", vars[i]);
     assert_non_null(strstr(buf, "127.0.0.1:8080"));
     assert_non_null(strstr(buf, "65536"));
     free(buf);
+}
+
+/* Video consults and the console: TURN settings, grace, seats, console switch and dir. */
+static void test_consult_and_console(void **state)
+{
+    (void)state;
+    env e;
+    srv_config c;
+    base(&e);
+    load_ok(&e, &c);
+    assert_null(c.turn_secret);
+    assert_int_equal(c.n_turn_urls, 0);
+    assert_int_equal(c.turn_ttl_s, 3600);
+    assert_int_equal(c.consult_grace_s, 30);
+    assert_int_equal(c.consult_max, 3);
+    assert_int_equal(c.console, 0);
+    assert_null(c.console_dir);
+    srv_config_free(&c);
+
+    base(&e);
+    set(&e, "INKWIRE_TURN_URLS", " turn:127.0.0.1:3478?transport=udp , stun:127.0.0.1:3478,turns:t.example.com:5349");
+    set(&e, "INKWIRE_TURN_SECRET", "0123456789abcdef");
+    set(&e, "INKWIRE_TURN_TTL_S", "60");
+    set(&e, "INKWIRE_CONSULT_GRACE_S", "0");
+    set(&e, "INKWIRE_CONSULT_MAX", "16");
+    set(&e, "INKWIRE_CONSOLE", "1");
+    set(&e, "INKWIRE_CONSOLE_DIR", g_dir);
+    load_ok(&e, &c);
+    assert_int_equal(c.n_turn_urls, 3);
+    assert_string_equal(c.turn_urls[0], "turn:127.0.0.1:3478?transport=udp");
+    assert_string_equal(c.turn_urls[1], "stun:127.0.0.1:3478");
+    assert_string_equal(c.turn_urls[2], "turns:t.example.com:5349");
+    assert_string_equal(c.turn_secret, "0123456789abcdef");
+    assert_int_equal(c.turn_ttl_s, 60);
+    assert_int_equal(c.consult_grace_s, 0);
+    assert_int_equal(c.consult_max, 16);
+    assert_int_equal(c.console, 1);
+    assert_string_equal(c.console_dir, g_dir);
+    srv_config_free(&c);
+
+    /* STUN/TURN URLs without a secret: no credentials, still valid */
+    base(&e);
+    set(&e, "INKWIRE_TURN_URLS", "stun:127.0.0.1:3478");
+    load_ok(&e, &c);
+    assert_int_equal(c.n_turn_urls, 1);
+    assert_null(c.turn_secret);
+    srv_config_free(&c);
+
+    err_with("INKWIRE_TURN_URLS", "http://turn.example.com", "not a turn:");
+    err_with("INKWIRE_TURN_URLS", "turn:", "not a turn:");
+    err_with("INKWIRE_TURN_URLS", "turn:a b", "not a turn:");
+    err_with("INKWIRE_TURN_URLS", "turn:a,,turn:b", "not a turn:");
+    err_with("INKWIRE_TURN_URLS", "stun:a,stun:b,stun:c,stun:d,stun:e,stun:f,stun:g,stun:h,stun:i", "more than 8");
+    err_with("INKWIRE_TURN_SECRET", "short", "at least 16 bytes");
+    base(&e);
+    set(&e, "INKWIRE_TURN_SECRET", "0123456789abcdef");
+    load_err(&e, "INKWIRE_TURN_URLS", "required when INKWIRE_TURN_SECRET");
+    err_with("INKWIRE_TURN_TTL_S", "59", "60 to 604800");
+    err_with("INKWIRE_CONSULT_GRACE_S", "3601", NULL);
+    err_with("INKWIRE_CONSULT_MAX", "1", "2 to 16");
+    err_with("INKWIRE_CONSULT_MAX", "17", "2 to 16");
+    err_with("INKWIRE_CONSOLE", "yes", "0 or 1");
+    err_with("INKWIRE_CONSOLE_DIR", "/nonexistent/inkwire-console", "not a directory");
+    err_with("INKWIRE_CONSOLE_DIR", g_file, "not a directory");
 }
 
 static void test_null_args(void **state)
@@ -630,7 +696,7 @@ static void test_ar_watch_hz(void **state)
 
 /* -------------------------------------------------------------- group commit */
 
-/* INKWIRE_DB_BATCH_MAX: default 64, 1..4096, numbers only; in the usage text. */
+/* INKWIRE_DB_BATCH_MAX: default 64, 1..4096, numbers only. */
 static void test_db_batch_max(void **state)
 {
     (void)state;
@@ -678,6 +744,7 @@ int main(void)
         cmocka_unit_test(test_failure_after_allocations_frees),
         cmocka_unit_test(test_usage),
         cmocka_unit_test(test_ar_watch_hz),
+        cmocka_unit_test(test_consult_and_console),
         cmocka_unit_test(test_null_args),
         cmocka_unit_test(test_db_batch_max),
     };
