@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,9 @@ typedef struct cfg__num {
 
 enum {
     NUM_MAX_MESSAGE, NUM_MAX_INFLIGHT, NUM_AUTH_TIMEOUT, NUM_SENDQ_BYTES,
-    NUM_SENDQ_FRAMES, NUM_DB_POOL, NUM_DB_CONNECT_TIMEOUT, NUM_AR_WATCH_HZ,
+    NUM_SENDQ_FRAMES, NUM_DB_POOL, NUM_DB_CONNECT_TIMEOUT, NUM_PRESENCE_LEASE,
+    NUM_PRESENCE_GRACE, NUM_DRAIN, NUM_AR_WATCH_HZ,
+    NUM_RATE_PER_MIN, NUM_RATE_BURST, NUM_RATE_CLOSE_AFTER, NUM_REMINDER_LEAD, NUM_REMINDER_TICK,
     NUM_TURN_TTL, NUM_CONSULT_GRACE, NUM_CONSULT_MAX,
     NUM_DB_BATCH_MAX,
     NUM__COUNT
@@ -60,8 +63,24 @@ static const cfg__num cfg__nums[NUM__COUNT] = {
                                 "how long start-up retries the database (0 = once)"},
     [NUM_DB_BATCH_MAX] = {"INKWIRE_DB_BATCH_MAX", 1, 4096, 64, "jobs",
                           "message writes merged into one transaction (group commit; 1 = off)"},
+    [NUM_PRESENCE_LEASE] = {"INKWIRE_PRESENCE_LEASE_S", 2, 3600, 30, "s",
+                            "a killed node's members leave within this (Redis lease)"},
+    [NUM_PRESENCE_GRACE] = {"INKWIRE_PRESENCE_GRACE_MS", 0, 600000, 3000, "ms",
+                            "a member's last socket closing waits this before a leave"},
+    [NUM_DRAIN] = {"INKWIRE_DRAIN_S", 0, 3600, 10, "s",
+                   "on SIGTERM, sockets are closed (1001) spread over this window"},
     [NUM_AR_WATCH_HZ] = {"INKWIRE_AR_WATCH_HZ", 1, 1000, 10, "Hz",
                          "live AR telemetry frames per second per session to watchers"},
+    [NUM_RATE_PER_MIN] = {"INKWIRE_RATE_PER_MIN", 0, 10000000, 0, "requests/min",
+                          "per-member rate for every plan (0 = each plan's rate_per_min)"},
+    [NUM_RATE_BURST] = {"INKWIRE_RATE_BURST", 0, 10000000, 0, "requests",
+                        "per-member burst for every plan (0 = each plan's burst)"},
+    [NUM_RATE_CLOSE_AFTER] = {"INKWIRE_RATE_CLOSE_AFTER", 0, 1000000, 20, "replies",
+                              "consecutive 429 rate_limited that close a socket with 4029 (0 = never)"},
+    [NUM_REMINDER_LEAD] = {"INKWIRE_REMINDER_LEAD_S", 1, 2592000, 86400, "s",
+                           "appointment.reminder is sent this long before an appointment"},
+    [NUM_REMINDER_TICK] = {"INKWIRE_REMINDER_TICK_MS", 10, 600000, 1000, "ms",
+                           "how often each node looks for due reminders"},
     [NUM_TURN_TTL] = {"INKWIRE_TURN_TTL_S", 60, 604800, 3600, "s",
                       "lifetime of the TURN credentials handed to consult participants"},
     [NUM_CONSULT_GRACE] = {"INKWIRE_CONSULT_GRACE_S", 0, 3600, 30, "s",
@@ -495,6 +514,95 @@ static int cfg__origins(cfg__ctx *x, srv_config *c)
     return 0;
 }
 
+/*
+ * cfg__redis -- INKWIRE_REDIS_URL: a comma-separated list of
+ * redis://host[:port][/db] (blanks around entries trimmed; host a DNS name,
+ * IPv4 or [IPv6]; port 1..65535, default 6379; db 0..15, default 0). The
+ * order matters: tenants are sharded over the list by a stable hash.
+ */
+static int cfg__redis(cfg__ctx *x, srv_config *c)
+{
+    const char *s = c->redis_url;
+    char show[64];
+    if (s == NULL)
+        return 0;
+    for (const char *p = s;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        const char *a = p, *b = p + len;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        char e[300];
+        size_t el = (size_t)(b - a) < sizeof e - 1 ? (size_t)(b - a) : sizeof e - 1;
+        memcpy(e, a, el);
+        e[el] = '\0';
+        if (el == 0) {
+            cfg__err(x, "INKWIRE_REDIS_URL: empty entry (stray comma?)");
+            return -1;
+        }
+        if (c->n_redis == SRV_MAX_REDIS) {
+            cfg__err(x, "INKWIRE_REDIS_URL: more than %d instances", SRV_MAX_REDIS);
+            return -1;
+        }
+        srv_redis_addr *r = &c->redis[c->n_redis];
+        r->port = 6379;
+        r->db = 0;
+        const char *h = e + 8, *he;
+        bool ok = strncmp(e, "redis://", 8) == 0;
+        if (ok && *h == '[') {
+            he = strchr(h, ']');
+            ok = he != NULL && he > h + 1;
+            if (ok)
+                h++; /* host is h..he; ']' is skipped below */
+        } else {
+            he = h + strcspn(h, ":/");
+            ok = ok && he > h;
+        }
+        if (ok) {
+            size_t hl = (size_t)(he - h);
+            ok = hl < sizeof r->host;
+            for (size_t i = 0; ok && i < hl; i++)
+                ok = isalnum((unsigned char)h[i]) || h[i] == '.' || h[i] == '-' || h[i] == ':';
+            if (ok) {
+                memcpy(r->host, h, hl);
+                r->host[hl] = '\0';
+            }
+            const char *q = he + (*he == ']' ? 1 : 0);
+            unsigned long long v = 0;
+            if (ok && *q == ':') {
+                size_t pl = strcspn(q + 1, "/");
+                char ps[8];
+                ok = pl > 0 && pl < sizeof ps;
+                if (ok) {
+                    memcpy(ps, q + 1, pl);
+                    ps[pl] = '\0';
+                    ok = cfg__uint(ps, 1, 65535, &v) == 0;
+                    r->port = (int)v;
+                }
+                q += 1 + pl;
+            }
+            if (ok && *q == '/') {
+                ok = cfg__uint(q + 1, 0, 15, &v) == 0;
+                r->db = (int)v;
+            } else if (ok && *q != '\0') {
+                ok = false;
+            }
+        }
+        if (!ok) {
+            cfg__err(x, "INKWIRE_REDIS_URL: \"%s\" is not redis://host[:port][/db] (db 0-15)",
+                     cfg__show(e, show));
+            return -1;
+        }
+        c->n_redis++;
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return 0;
+}
+
 /* cfg__log_level -- INKWIRE_LOG_LEVEL: 0..3 or error|warn|info|debug. */
 static int cfg__log_level(cfg__ctx *x, srv_config *c)
 {
@@ -540,7 +648,15 @@ static int cfg__numbers(cfg__ctx *x, srv_config *c)
     c->db_pool = (unsigned)v[NUM_DB_POOL];
     c->db_connect_timeout_s = (unsigned)v[NUM_DB_CONNECT_TIMEOUT];
     c->db_batch_max = (unsigned)v[NUM_DB_BATCH_MAX];
+    c->presence_lease_s = (unsigned)v[NUM_PRESENCE_LEASE];
+    c->presence_grace_ms = (unsigned)v[NUM_PRESENCE_GRACE];
+    c->drain_s = (unsigned)v[NUM_DRAIN];
     c->ar_watch_hz = (unsigned)v[NUM_AR_WATCH_HZ];
+    c->rate_per_min = (unsigned)v[NUM_RATE_PER_MIN];
+    c->rate_burst = (unsigned)v[NUM_RATE_BURST];
+    c->rate_close_after = (unsigned)v[NUM_RATE_CLOSE_AFTER];
+    c->reminder_lead_s = (unsigned)v[NUM_REMINDER_LEAD];
+    c->reminder_tick_ms = (unsigned)v[NUM_REMINDER_TICK];
     c->turn_ttl_s = (unsigned)v[NUM_TURN_TTL];
     c->consult_grace_s = (unsigned)v[NUM_CONSULT_GRACE];
     c->consult_max = (unsigned)v[NUM_CONSULT_MAX];
@@ -667,7 +783,7 @@ int srv_config_load(srv_config *c, srv_getenv_fn get, void *ud, char *err, size_
         (c->redis_url = cfg__dup(&x, "INKWIRE_REDIS_URL", redis)) == NULL)
         goto fail;
 
-    if (cfg__jwt(&x, c) != 0)
+    if (cfg__redis(&x, c) != 0 || cfg__jwt(&x, c) != 0)
         goto fail;
 
     const char *api = cfg__env(&x, "INKWIRE_API_KEY");
@@ -745,7 +861,7 @@ void srv_config_usage(FILE *out, const char *argv0)
     static const char *const rows[][3] = {
         {"INKWIRE_LISTEN", "127.0.0.1:8080", "address to listen on: host:port or [ipv6]:port"},
         {"INKWIRE_DATABASE_URL", "(required)", "PostgreSQL connection URL or conninfo"},
-        {"INKWIRE_REDIS_URL", "(unset)", "Redis URL for fan-out across nodes; unset = single node"},
+        {"INKWIRE_REDIS_URL", "(unset)", "redis://host[:port][/db], comma-separated (tenants sharded); unset = single node"},
         {"INKWIRE_JWT_ALG", "HS256", "JWT algorithm: HS256, RS256 or ES256"},
         {"INKWIRE_JWT_KEY", "(required)", "HS256 secret (>= 32 bytes), or PEM public key path"},
         {"INKWIRE_API_KEY", "(required)", "server API key for the back-office (>= 16 bytes)"},

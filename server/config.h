@@ -14,7 +14,15 @@
 #include "tenants/tenants.h"
 
 #define SRV_MAX_ORIGINS 32
+#define SRV_MAX_REDIS 16
 #define SRV_MAX_TURN_URLS 8
+
+/* One Redis instance of INKWIRE_REDIS_URL (redis://host[:port][/db]). */
+typedef struct srv_redis_addr {
+    char host[256];
+    int port;                  /* default 6379 */
+    int db;                    /* default 0 */
+} srv_redis_addr;
 
 typedef struct srv_config {
     char listen_host[64];      /* INKWIRE_LISTEN host part, default "127.0.0.1" */
@@ -38,8 +46,20 @@ typedef struct srv_config {
     unsigned db_connect_timeout_s; /* INKWIRE_DB_CONNECT_TIMEOUT_S start-up retry window, default 15 */
     unsigned db_batch_max;     /* INKWIRE_DB_BATCH_MAX jobs per group commit, default 64 (1..4096; 1 = off) */
     int log_level;             /* INKWIRE_LOG_LEVEL: 0 error, 1 warn, 2 info (default), 3 debug */
+    /* cluster (added with the "many nodes" issue) */
+    srv_redis_addr redis[SRV_MAX_REDIS]; /* INKWIRE_REDIS_URL parsed: comma-separated list, */
+    int n_redis;               /* in order; tenants are sharded over them (0 = single node) */
+    unsigned presence_lease_s; /* INKWIRE_PRESENCE_LEASE_S, default 30 (2..3600) */
+    unsigned presence_grace_ms;/* INKWIRE_PRESENCE_GRACE_MS, default 3000 (0..600000) */
+    unsigned drain_s;          /* INKWIRE_DRAIN_S, default 10 (0..3600) */
     /* AR telemetry (added with the "bookings, AR telemetry" issue) */
     unsigned ar_watch_hz;      /* INKWIRE_AR_WATCH_HZ frames/s per AR session to watchers, default 10 (1..1000) */
+    /* plans, rate limits, reminders (the "bookings, plans and rate limits" issue) */
+    unsigned rate_per_min;     /* INKWIRE_RATE_PER_MIN, 0 (default) = each plan's rate_per_min */
+    unsigned rate_burst;       /* INKWIRE_RATE_BURST, 0 (default) = each plan's burst */
+    unsigned rate_close_after; /* INKWIRE_RATE_CLOSE_AFTER consecutive 429s -> close 4029, default 20 (0 = never) */
+    unsigned reminder_lead_s;  /* INKWIRE_REMINDER_LEAD_S, default 86400 (1 s..30 days) */
+    unsigned reminder_tick_ms; /* INKWIRE_REMINDER_TICK_MS reminder scan period, default 1000 (10..600000) */
     /* video consults and the console (the "video consults end to end" issue) */
     char *turn_secret;         /* INKWIRE_TURN_SECRET (>= 16 bytes), NULL = no TURN credentials */
     char *turn_urls[SRV_MAX_TURN_URLS]; /* INKWIRE_TURN_URLS: comma-separated turn:/turns:/stun:/stuns: URLs */

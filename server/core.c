@@ -1,7 +1,8 @@
 /*
  * core.c -- the process: one libuv loop shared by libwebsockets (foreign loop)
  * and the PostgreSQL pool; start-up checks that fail fast with one clear
- * line; a clean shutdown on SIGINT/SIGTERM.
+ * line; on SIGINT/SIGTERM a graceful drain (sockets told to go with 1001,
+ * spread over INKWIRE_DRAIN_S; what is owed flushed), then a clean exit.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -22,12 +23,6 @@ static const struct lws_protocols protocols[] = {
     { NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 
-/* Idle sockets get a PING after 30 s and are dropped after 75 s of silence. */
-static const lws_retry_bo_t idle_policy = {
-    .secs_since_valid_ping = 30,
-    .secs_since_valid_hangup = 75,
-};
-
 /* lws logs go through our log family. */
 static void lws_log_emit(int level, const char *line)
 {
@@ -42,22 +37,115 @@ static void lws_log_emit(int level, const char *line)
         log_warn("lws: %s", buf);
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+/* ================================================================== shutdown and drain */
+
+static uv_timer_t drain_timer;
+static bool drain_timer_on, stopped;
+static srv_session **drain_list;
+static size_t drain_n, drain_next;
+static uint64_t drain_t0, drain_closed_at;
+static int drain_phase; /* 1 closing sockets, 2 waiting for what is owed, 3 presence flushed */
+
+/* Tear everything down now: the loop then runs out of handles and srv_run returns. */
+static void shutdown_now(void)
 {
-    (void)h;
-    log_info("signal %d: shutting down", signum);
+    if (stopped)
+        return;
+    stopped = true;
     srv_g.draining = true;
+    if (drain_timer_on) {
+        uv_timer_stop(&drain_timer);
+        uv_close((uv_handle_t *)&drain_timer, NULL);
+        drain_timer_on = false;
+    }
+    for (; drain_next < drain_n; drain_next++)
+        srv_session_unref(drain_list[drain_next]);
+    free(drain_list);
+    drain_list = NULL;
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
+    srv_presence_stop();            /* lease and registration removed (queued to Redis) */
+    srv_broker_stop();              /* flushes those commands, then disconnects */
     /* sockets first (sessions see their close), then the pool (pending
      * callbacks find closed sessions and drop their replies) */
     srv_ar_stop_watches();          /* their timers live in the lws context */
     srv_consult_stop();             /* consult rooms and their grace timers, likewise */
+    srv_booking_stop();             /* the reminder timer, before the pool goes */
+    srv_sessions_sweep_stop();
     lws_context_destroy(srv_g.ctx);
     srv_g.ctx = NULL;
     store_close(srv_g.db);
     srv_ar_free();                  /* after store_close answered its transactions */
     srv_g.db = NULL;
+}
+
+/*
+ * drain_tick -- every 20 ms while draining. Phase 1: the i-th of the N
+ * sessions found at SIGTERM is told to go (close 1001, after its queued frames)
+ * at i * INKWIRE_DRAIN_S / N, so the clients do not all reconnect to the other
+ * nodes at once. Phase 2: wait until every session is gone, the store has
+ * answered every transaction in flight and presence has no leave pending (the
+ * grace absorbs the clients that reconnect elsewhere); a deadline of the
+ * window + grace + 5 s bounds it. Phase 3: pending leaves are sent at once,
+ * and after at most 2 s more the process stops.
+ */
+static void drain_tick(uv_timer_t *t)
+{
+    (void)t;
+    uint64_t now = uv_now(srv_g.loop), el = now - drain_t0;
+    uint64_t window = (uint64_t)srv_g.cfg->drain_s * 1000;
+    while (drain_next < drain_n && (drain_next * window) / drain_n <= el) {
+        srv_session *s = drain_list[drain_next++];
+        srv_session_close(s, 1001, "server draining: reconnect elsewhere");
+        srv_session_unref(s);
+    }
+    if (drain_next < drain_n)
+        return;
+    if (drain_phase == 1) {
+        drain_phase = 2;
+        drain_closed_at = now;
+        log_info("drain: %zu session(s) told to go in %llu ms", drain_n, (unsigned long long)el);
+    }
+    store_stats ss;
+    store_get_stats(srv_g.db, &ss);
+    bool owed = srv_g.m.sessions_open > 0 || ss.queued > 0;
+    if (drain_phase == 2) {
+        if (!owed && srv_presence_idle()) {
+            log_info("drain: done after %llu ms", (unsigned long long)el);
+            shutdown_now();
+            return;
+        }
+        if (now - drain_closed_at > srv_g.cfg->presence_grace_ms + 5000u) {
+            log_warn("drain: deadline: %llu session(s), %u transaction(s) still open",
+                     srv_g.m.sessions_open, ss.queued);
+            srv_presence_flush();
+            drain_phase = 3;
+            drain_closed_at = now;
+        }
+        return;
+    }
+    if (srv_presence_idle() || now - drain_closed_at > 2000)
+        shutdown_now();
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    (void)h;
+    if (srv_g.draining) {
+        log_info("signal %d again: stopping now", signum);
+        shutdown_now();
+        return;
+    }
+    /* stop accepting: the upgrade gate answers 503 from now on */
+    srv_g.draining = true;
+    drain_n = srv_hub_sessions(&drain_list);
+    drain_next = 0;
+    drain_phase = 1;
+    log_info("signal %d: draining %zu session(s) over %u s", signum, drain_n, srv_g.cfg->drain_s);
+    uv_timer_init(srv_g.loop, &drain_timer);
+    drain_timer_on = true;
+    drain_t0 = uv_now(srv_g.loop);
+    uv_timer_start(&drain_timer, drain_tick, 0, 20);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -116,7 +204,8 @@ int srv_run(const srv_config *cfg)
     protos[0].per_session_data_size = srv_http_pss_size();
     protos[1].per_session_data_size = srv_ws_pss_size();
     info.protocols = protos;
-    info.retry_and_idle_policy = &idle_policy;
+    /* no lws idle policy: its per-socket timer is O(sockets) to (re)arm in
+     * lws 4.1; the session sweep does the idle PING/close instead */
     info.timeout_secs = 10;
     info.vhost_name = "inkwire";
     if (cfg->tls_cert) {
@@ -134,8 +223,13 @@ int srv_run(const srv_config *cfg)
         return 1;
     }
 
+    srv_booking_start();            /* the reminder scheduler (h_booking.c) */
+    srv_broker_start();             /* Redis between nodes (no-op without INKWIRE_REDIS_URL) */
+    srv_presence_start();           /* node lease and reaper (with Redis) */
+
     uv_signal_init(&loop, &sig_int);
     uv_signal_init(&loop, &sig_term);
+    srv_sessions_sweep_start(&loop);
     uv_signal_start(&sig_int, on_signal, SIGINT);
     uv_signal_start(&sig_term, on_signal, SIGTERM);
 
@@ -150,6 +244,7 @@ int srv_run(const srv_config *cfg)
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     srv_hub_free_all();
+    srv_broker_free_all();
     tenant_jwt_free(srv_g.jwt);
     log_info("stopped");
     return 0;

@@ -121,6 +121,15 @@ static void lookup_done(const store_res *res, void *priv)
     }
     s->role = c->role;
     s->is_client = !tenant_role_is_staff(c->role);
+    int64_t conn_retry = srv_limits_session_start(s, res->n > 1 ? res->res[1] : NULL);
+    if (conn_retry > 0) { /* the plan's connections per tenant, on this node */
+        strcpy(s->tid, "-");
+        s->member_id[0] = '\0';
+        s->plan[0] = '\0';
+        srv_req_error_retry(r, 429, "rate_limited",
+                            "the studio's plan allows no more connections; retry later", conn_retry);
+        goto out;
+    }
     snprintf(s->name, sizeof s->name, "%s", PQgetvalue(pg, 0, 6)[0] ? PQgetvalue(pg, 0, 6) : c->name);
     s->state = SESS_READY;
     srv_g.m.sessions_open++;
@@ -178,10 +187,13 @@ static void start_lookup(srv_req *r, const tenant_claims *claims, bool refresh)
     a->claims = *claims;
     a->refresh = refresh;
     const char *params[2] = { claims->tid, claims->sub };
-    store_stmt st = { store_sql_session_lookup, 2, params, NULL, NULL };
+    store_stmt st[2] = {
+        { store_sql_session_lookup, 2, params, NULL, NULL },
+        { store_sql_plan_of_studio, 1, params, NULL, NULL }, /* limits.c */
+    };
     if (!refresh)
         r->s->state = SESS_AUTHING;
-    int rc = store_tx(srv_g.db, claims->tid, &st, 1, lookup_done, a);
+    int rc = store_tx(srv_g.db, claims->tid, st, refresh ? 1 : 2, lookup_done, a);
     if (rc != 0) {
         if (!refresh)
             r->s->state = SESS_NEW;

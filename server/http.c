@@ -129,6 +129,12 @@ static void store_failed(http_pss *p, const store_res *res)
         respond_error(p, 503, "unavailable", "the database is unavailable; retry later");
         return;
     }
+    if (strcmp(res->sqlstate, "IW403") == 0) { /* inkwire_member_quota (004_bookings.sql) */
+        respond_error(p, 403, "plan_required",
+                      strncmp(res->message, "plan_required: ", 15) == 0 ? res->message + 15
+                                                                         : "the plan does not allow this");
+        return;
+    }
     if (res->status == STORE_E_CONSTRAINT || strcmp(res->sqlstate, "42501") == 0) {
         respond_error(p, 409, "conflict",
                       res->constraint && strstr(res->constraint, "subdomain")
@@ -202,6 +208,9 @@ static void tenant_done(const store_res *res, void *priv)
 {
     http_op *op = priv;
     http_pss *p = op->p;
+    if (res->status == STORE_OK && res->n > 1) /* this node's sessions follow the new plan */
+        srv_limits_tenant_plan(op->tid, json_string_value(json_object_get(op->echo, "plan")),
+                               res->res[1]);
     if (res->status == STORE_OK && strcmp(op->status_s, "suspended") == 0) {
         unsigned n = srv_hub_close_sessions(op->tid, NULL, 4003, "tenant suspended");
         if (n)
@@ -294,8 +303,12 @@ static void put_tenant(http_pss *p, const char *tid, json_t *j)
     op->echo = json_pack("{s:s,s:s,s:s?,s:s,s:s,s:o}", "id", tid, "name", name, "subdomain", sub,
                          "plan", plan, "status", status, "allowed_origins", olist);
     const char *params[6] = { tid, name, sub, plan, status, origins };
-    store_stmt st = { store_sql_tenant_upsert, 6, params, NULL, NULL };
-    int rc = store_tx(srv_g.db, tid, &st, 1, tenant_done, op);
+    const char *pp[1] = { plan };
+    store_stmt st[2] = {
+        { store_sql_tenant_upsert, 6, params, NULL, NULL },
+        { store_sql_plan_get, 1, pp, NULL, NULL }, /* limits.c: the plan cache */
+    };
+    int rc = store_tx(srv_g.db, tid, st, 2, tenant_done, op);
     if (rc != 0) {
         op_free(op);
         store_res fake = { .status = rc, .sqlstate = "", .message = "unavailable" };
@@ -312,14 +325,14 @@ static void member_put_done(const store_res *res, void *priv)
     if (p) {
         if (res->status != STORE_OK) {
             store_failed(p, res);
-        } else if (PQntuples(res->res[1]) == 0) {
+        } else if (PQntuples(res->res[2]) == 0) {
             const PGresult *k = res->res[0];
             if (PQgetvalue(k, 0, 0)[0] != 't')
                 respond_error(p, 404, "not_found", "no such tenant");
             else
                 respond_error(p, 409, "conflict", "this member id exists with the other kind");
         } else {
-            bool created = PQgetvalue(res->res[1], 0, 0)[0] == 't';
+            bool created = PQgetvalue(res->res[2], 0, 0)[0] == 't';
             respond_json(p, created ? 201 : 200, json_incref(op->echo));
         }
     }
@@ -360,12 +373,14 @@ static void put_member(http_pss *p, const char *tid, const char *mid, json_t *j)
     const char *kp[2] = { tid, mid };
     const char *up[5] = { tid, mid, role, name, email };
     const char *cp[4] = { tid, mid, name, email };
-    store_stmt st[2] = {
+    const char *qp[3] = { tid, mid, kind };
+    store_stmt st[3] = {
         { store_sql_member_kind, 2, kp, NULL, NULL },
+        { store_sql_member_quota, 3, qp, NULL, NULL }, /* IW403 over the plan */
         is_user ? (store_stmt){ store_sql_user_upsert, 5, up, NULL, NULL }
                 : (store_stmt){ store_sql_client_upsert, 4, cp, NULL, NULL },
     };
-    int rc = store_tx(srv_g.db, tid, st, 2, member_put_done, op);
+    int rc = store_tx(srv_g.db, tid, st, 3, member_put_done, op);
     if (rc != 0) {
         op_free(op);
         store_res fake = { .status = rc, .sqlstate = "", .message = "unavailable" };
@@ -413,6 +428,193 @@ static void delete_member(http_pss *p, const char *tid, const char *mid)
     }
 }
 
+/* ---- POST /v1/publish --------------------------------------------------- */
+
+/* Pack a JSON value as msgpack (integers as ints, reals as doubles). */
+static void pack_json(msgpack_packer *pk, json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *k;
+        json_t *x;
+        msgpack_pack_map(pk, (uint32_t)json_object_size(v));
+        json_object_foreach(v, k, x) {
+            proto_pack_cstr(pk, k);
+            pack_json(pk, x);
+        }
+        break;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *x;
+        msgpack_pack_array(pk, (uint32_t)json_array_size(v));
+        json_array_foreach(v, i, x) pack_json(pk, x);
+        break;
+    }
+    case JSON_STRING:
+        proto_pack_strn(pk, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        msgpack_pack_int64(pk, json_integer_value(v));
+        break;
+    case JSON_REAL:
+        msgpack_pack_double(pk, json_real_value(v));
+        break;
+    case JSON_TRUE:
+        msgpack_pack_true(pk);
+        break;
+    case JSON_FALSE:
+        msgpack_pack_false(pk);
+        break;
+    default:
+        msgpack_pack_nil(pk);
+    }
+}
+
+/* A channel name the server API may publish to: durable (studio, user:<id>,
+ * conv:<id>) or ephemeral ([a-z0-9:_.-], not `presence`). 1 durable, 0
+ * ephemeral, -1 invalid. Writes the canonical (lower-case) name. */
+static int publish_channel(const char *in, char out[80])
+{
+    size_t n = strlen(in);
+    if (n == 0 || n >= 80 || strcmp(in, "presence") == 0)
+        return -1;
+    for (size_t i = 0; i <= n; i++)
+        out[i] = (char)tolower((unsigned char)in[i]);
+    if (strcmp(out, "studio") == 0)
+        return 1;
+    if ((strncmp(out, "user:", 5) == 0 || strncmp(out, "conv:", 5) == 0))
+        return n == 41 && proto_is_uuid(out + 5, 36) ? 1 : -1;
+    for (size_t i = 0; i < n; i++)
+        if (!(islower((unsigned char)out[i]) || isdigit((unsigned char)out[i]) ||
+              strchr(":_.-", out[i])))
+            return -1;
+    return 0;
+}
+
+typedef struct pub_op {
+    http_op *op;
+    char tid[37], channel[80], event[65];
+    int64_t ts;
+    proto_buf data;
+} pub_op;
+
+static void publish_done(const store_res *res, void *priv)
+{
+    pub_op *po = priv;
+    http_pss *p = po->op->p;
+    if (res->status == STORE_OK) {
+        uint64_t seq = strtoull(PQgetvalue(res->res[0], 0, 0), NULL, 10);
+        srv_frame *f = srv_event_frame(po->channel, po->event, seq, po->ts,
+                                       proto_buf_payload(&po->data), po->data.len);
+        if (f) {
+            srv_hub_publish(po->tid, po->channel, seq, f);
+            srv_frame_unref(f);
+        }
+        if (p)
+            respond_json(p, 201, json_pack("{s:I,s:s,s:s}", "seq", (json_int_t)seq, "channel",
+                                           po->channel, "event", po->event));
+    } else if (p) {
+        if (res->status == STORE_E_CONSTRAINT)
+            respond_error(p, 404, "not_found", "no such tenant");
+        else
+            store_failed(p, res);
+    }
+    op_free(po->op);
+    proto_buf_free(&po->data);
+    free(po);
+}
+
+static void serve_publish(http_pss *p)
+{
+    if (p->method != PROTO_POST) {
+        respond_error(p, 405, "method_not_allowed", "POST /v1/publish");
+        return;
+    }
+    if (p->body_too_big) {
+        respond_error(p, 413, "too_large", "request body over 64 KiB");
+        return;
+    }
+    json_error_t jerr;
+    json_t *j = p->body ? json_loadb(p->body, p->body_len, 0, &jerr) : NULL;
+    const char *tenant = json_string_value(json_object_get(j, "tenant"));
+    const char *chan = json_string_value(json_object_get(j, "channel"));
+    const char *event = json_string_value(json_object_get(j, "event"));
+    json_t *data = json_object_get(j, "data");
+    char ch[80];
+    int kind = chan ? publish_channel(chan, ch) : -1;
+    bool ev_ok = event && event[0] && strlen(event) <= 64;
+    for (const char *c = event; ev_ok && *c; c++)
+        ev_ok = islower((unsigned char)*c) || isdigit((unsigned char)*c) || *c == '.' || *c == '_';
+    if (!json_is_object(j) || !tenant || !proto_is_uuid(tenant, strlen(tenant)) || kind < 0 ||
+        !ev_ok || (data && !json_is_object(data))) {
+        json_decref(j);
+        respond_error(p, 400, "bad_request",
+                      "body: { tenant: uuid, channel: studio|user:<id>|conv:<id>|<ephemeral name>, "
+                      "event: [a-z0-9._]{1,64}, data: object }");
+        return;
+    }
+    pub_op *po = calloc(1, sizeof *po);
+    if (!po || proto_buf_init(&po->data, 0, 256) < 0) {
+        free(po);
+        json_decref(j);
+        respond_error(p, 500, "internal", "out of memory");
+        return;
+    }
+    for (int i = 0; i < 36; i++)
+        po->tid[i] = (char)tolower((unsigned char)tenant[i]);
+    memcpy(po->channel, ch, sizeof ch);
+    snprintf(po->event, sizeof po->event, "%s", event);
+    po->ts = srv_now_ms();
+    msgpack_packer pk;
+    proto_packer_init(&pk, &po->data);
+    if (data)
+        pack_json(&pk, data);
+    else
+        msgpack_pack_map(&pk, 0);
+    json_decref(j);
+    if (po->data.oom) {
+        proto_buf_free(&po->data);
+        free(po);
+        respond_error(p, 500, "internal", "out of memory");
+        return;
+    }
+    if (kind == 0) { /* ephemeral: straight to the subscribers, every node */
+        srv_frame *f = srv_event_frame(po->channel, po->event, 0, po->ts,
+                                       proto_buf_payload(&po->data), po->data.len);
+        if (f) {
+            srv_hub_publish(po->tid, po->channel, 0, f);
+            srv_frame_unref(f);
+        }
+        respond_json(p, 202, json_pack("{s:i,s:s,s:s}", "seq", 0, "channel", po->channel, "event",
+                                       po->event));
+        proto_buf_free(&po->data);
+        free(po);
+        return;
+    }
+    po->op = op_new(p);
+    if (!po->op) {
+        proto_buf_free(&po->data);
+        free(po);
+        respond_error(p, 500, "internal", "out of memory");
+        return;
+    }
+    char ts_s[24];
+    snprintf(ts_s, sizeof ts_s, "%lld", (long long)po->ts);
+    const char *params[5] = { po->tid, po->channel, po->event,
+                              (const char *)proto_buf_payload(&po->data), ts_s };
+    int lengths[5] = { 0, 0, 0, (int)po->data.len, 0 }, formats[5] = { 0, 0, 0, 1, 0 };
+    store_stmt st = { store_sql_event_append, 5, params, lengths, formats };
+    int rc = store_tx(srv_g.db, po->tid, &st, 1, publish_done, po);
+    if (rc != 0) {
+        op_free(po->op);
+        proto_buf_free(&po->data);
+        free(po);
+        store_res fake = { .status = rc, .sqlstate = "", .message = "unavailable" };
+        store_failed(p, &fake);
+    }
+}
+
 /* ================================================================== dispatch */
 
 enum { A_TENANT = 0, A_MEMBER_PUT, A_MEMBER_DELETE, A_PUBLISH };
@@ -451,6 +653,10 @@ static int uuid_param(const proto_params *pp, int i, char out[37])
 /* Serve an admin request once its body (if any) is complete. */
 static void serve_admin(http_pss *p)
 {
+    if (strcmp(p->path, "/v1/publish") == 0) {
+        serve_publish(p);
+        return;
+    }
     proto_params pp;
     int ri = proto_route_match(admin_routes, sizeof admin_routes / sizeof admin_routes[0],
                                p->method, p->path, strlen(p->path), &pp);
@@ -566,10 +772,6 @@ int srv_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         if (strncmp(p->path, "/v1/admin/", 10) == 0 || strcmp(p->path, "/v1/publish") == 0) {
             if (!api_key_ok(wsi)) {
                 respond_error(p, 401, "unauthenticated", "Authorization: Bearer <INKWIRE_API_KEY> required");
-                return 0;
-            }
-            if (strcmp(p->path, "/v1/publish") == 0) {
-                respond_error(p, 404, "not_found", "POST /v1/publish is not available yet");
                 return 0;
             }
             if (p->method == PROTO_PUT || p->method == PROTO_POST || p->method == PROTO_PATCH) {

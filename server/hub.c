@@ -47,7 +47,13 @@ typedef struct srv_channel {
     unsigned n_pend, cap_pend;
     lws_sorted_usec_list_t sul_gap;
     bool gap_scheduled, gap_inflight;
+    bool remote_ok;                /* other nodes' events arrive (Redis subscription confirmed) */
+    bool needs_probe;              /* read the head from the log once baseline && remote_ok */
+    bool probe_again;              /* a probe was asked for while a fill was in flight */
 } srv_channel;
+
+/* Cluster counters (metrics.c). */
+unsigned long long srv_hub_probes, srv_hub_backfilled, srv_hub_remote_events;
 
 static srv_map channels; /* key -> srv_channel */
 static srv_map tenants;  /* tid -> first srv_session of the tenant */
@@ -78,6 +84,13 @@ srv_frame *srv_event_frame(const char *channel, const char *ev, uint64_t seq, in
 
 static void sub_hold(srv_sub *sub, uint64_t seq, srv_frame *f)
 {
+    /* live events held during a replay count like a send queue: a subscriber
+     * that cannot keep up with replay + live traffic is a slow consumer */
+    const srv_config *c = srv_g.cfg;
+    if (sub->n_held >= c->sendq_max_frames || sub->held_bytes + f->len > c->sendq_max_bytes) {
+        srv_session_close_slow(sub->s);
+        return;
+    }
     if (sub->n_held == sub->cap_held) {
         unsigned ncap = sub->cap_held ? sub->cap_held * 2 : 8;
         srv_frame **nf = realloc(sub->held, ncap * sizeof *nf);
@@ -93,6 +106,7 @@ static void sub_hold(srv_sub *sub, uint64_t seq, srv_frame *f)
     sub->held[sub->n_held] = srv_frame_ref(f);
     sub->held_seq[sub->n_held] = seq;
     sub->n_held++;
+    sub->held_bytes += f->len;
     return;
 fail:
     srv_session_close(sub->s, 1011, "out of memory");
@@ -109,15 +123,23 @@ static void sub_send(srv_sub *sub, uint64_t seq, srv_frame *f)
     srv_g.m.deliveries++;
 }
 
-/* Hand one in-order event to every subscriber of ch. */
-static void deliver(srv_channel *ch, uint64_t seq, srv_frame *f)
+/* Hand one in-order event to every subscriber of ch (of the audience). */
+static void deliver_aud(srv_channel *ch, uint64_t seq, srv_frame *f, int audience)
 {
     for (srv_sub *sub = ch->subs; sub; sub = sub->ch_next) {
+        if ((audience == SRV_AUD_STAFF && sub->s->is_client) ||
+            (audience == SRV_AUD_CLIENTS && !sub->s->is_client))
+            continue;
         if (sub->live)
             sub_send(sub, seq, f);
         else
             sub_hold(sub, seq, f);
     }
+}
+
+static void deliver(srv_channel *ch, uint64_t seq, srv_frame *f)
+{
+    deliver_aud(ch, seq, f, SRV_AUD_ALL);
 }
 
 /* An ephemeral frame through the lossy lane; subscribers still in their
@@ -134,6 +156,7 @@ void srv_hub_publish_lossy(const char *tid, const char *channel, srv_frame *f)
         srv_session_send_lossy(sub->s, f);
         srv_g.m.deliveries++;
     }
+    srv_broker_publish(tid, channel, 0, SRV_AUD_ALL, f); /* other nodes: lossless lane there */
 }
 
 bool srv_hub_has_subscribers(const char *tid, const char *channel)
@@ -225,6 +248,8 @@ static void channel_accept(srv_channel *ch, uint64_t seq, srv_frame *f)
         schedule_gap_fill(ch);
 }
 
+static void channel_probe(srv_channel *ch);
+
 static void channel_set_baseline(srv_channel *ch, uint64_t head)
 {
     if (ch->baseline)
@@ -232,6 +257,8 @@ static void channel_set_baseline(srv_channel *ch, uint64_t head)
     ch->baseline = true;
     ch->delivered = head;
     drain(ch);
+    if (ch->remote_ok && ch->needs_probe)
+        channel_probe(ch);
 }
 
 /* ================================================================== gap fill */
@@ -239,7 +266,8 @@ static void channel_set_baseline(srv_channel *ch, uint64_t head)
 typedef struct gap_ctx {
     char key[sizeof ((srv_channel *)0)->key];
     char name[CHANNEL_MAX];
-    uint64_t before;
+    uint64_t known;  /* a seq known committed before the query (0 = none): what the
+                        log lacks below it is gone for good */
 } gap_ctx;
 
 static void gap_done(const store_res *res, void *priv)
@@ -266,16 +294,22 @@ static void gap_done(const store_res *res, void *priv)
                                        strtoll(PQgetvalue(pg, i, 2), NULL, 10), data, dlen);
         PQfreemem(data);
         if (f) {
+            if (seq > ch->delivered)
+                srv_hub_backfilled++;
             channel_accept(ch, seq, f);
             srv_frame_unref(f);
         }
     }
-    if (ch->n_pend && ch->pend[0].seq > ch->delivered + 1 && ch->pend[0].seq <= g->before) {
+    if (ch->n_pend && ch->pend[0].seq > ch->delivered + 1 && ch->pend[0].seq <= g->known) {
         /* the log no longer has the missing events (retention): skip ahead */
         log_warn("channel %s: events %llu..%llu are gone from the log; skipping", g->key,
                  (unsigned long long)ch->delivered + 1, (unsigned long long)ch->pend[0].seq - 1);
         ch->delivered = ch->pend[0].seq - 1;
         drain(ch);
+    }
+    if (ch->probe_again) {
+        ch->probe_again = false;
+        channel_probe(ch);
     }
 out:
     free(g);
@@ -294,10 +328,10 @@ static void gap_cb(lws_sorted_usec_list_t *sul)
         return;
     memcpy(g->key, ch->key, sizeof g->key);
     memcpy(g->name, ch->name, sizeof g->name);
-    g->before = ch->pend[0].seq;
+    g->known = ch->pend[0].seq;
     char after_s[24], before_s[24];
     snprintf(after_s, sizeof after_s, "%llu", (unsigned long long)ch->delivered);
-    snprintf(before_s, sizeof before_s, "%llu", (unsigned long long)g->before);
+    snprintf(before_s, sizeof before_s, "%llu", (unsigned long long)g->known);
     const char *params[4] = { ch->tid, ch->name, after_s, before_s };
     store_stmt st = { store_sql_channel_range, 4, params, NULL, NULL };
     if (store_tx(srv_g.db, ch->tid, &st, 1, gap_done, g) != 0) {
@@ -305,6 +339,55 @@ static void gap_cb(lws_sorted_usec_list_t *sul)
         schedule_gap_fill(ch);
         return;
     }
+    ch->gap_inflight = true;
+}
+
+/* Durable channels carry a seq and live in the event log. */
+static bool durable_name(const char *name)
+{
+    return strcmp(name, "studio") == 0 || strncmp(name, "user:", 5) == 0 ||
+           strncmp(name, "conv:", 5) == 0;
+}
+
+/*
+ * channel_probe -- read everything after ch->delivered from the event log and
+ * deliver it in order (a "head probe"). Run when the channel starts receiving
+ * other nodes' events (its Redis subscription is confirmed, after a reconnect
+ * too): an event another node published before that moment may be missing,
+ * and the seq jump that shows it might only come with the NEXT event. No-op on
+ * a channel without a baseline (the subscribe replay sets it, then probes).
+ */
+static void channel_probe(srv_channel *ch)
+{
+    ch->needs_probe = false;
+    if (!durable_name(ch->name) || !ch->baseline)
+        return;
+    if (ch->gap_inflight) {
+        ch->probe_again = true;
+        return;
+    }
+    if (ch->gap_scheduled) { /* the probe covers the hole too */
+        lws_sul_cancel(&ch->sul_gap);
+        ch->gap_scheduled = false;
+    }
+    gap_ctx *g = calloc(1, sizeof *g);
+    if (!g)
+        return;
+    memcpy(g->key, ch->key, sizeof g->key);
+    memcpy(g->name, ch->name, sizeof g->name);
+    g->known = ch->n_pend ? ch->pend[0].seq : 0;
+    char after_s[24];
+    snprintf(after_s, sizeof after_s, "%llu", (unsigned long long)ch->delivered);
+    const char *params[4] = { ch->tid, ch->name, after_s, "9223372036854775807" };
+    store_stmt st = { store_sql_channel_range, 4, params, NULL, NULL };
+    if (store_tx(srv_g.db, ch->tid, &st, 1, gap_done, g) != 0) {
+        free(g);
+        ch->needs_probe = true; /* retried with the next confirmation or gap */
+        if (ch->n_pend)
+            schedule_gap_fill(ch);
+        return;
+    }
+    srv_hub_probes++;
     ch->gap_inflight = true;
 }
 
@@ -327,6 +410,9 @@ static srv_channel *channel_get(const char *tid, const char *name, bool create)
         free(ch);
         return NULL;
     }
+    /* one Redis subscription per (tenant, channel) while this node has it */
+    ch->remote_ok = srv_broker_want(ch->tid, ch->name, true) == 1;
+    ch->needs_probe = !ch->remote_ok;
     return ch;
 }
 
@@ -338,6 +424,7 @@ static void channel_maybe_free(srv_channel *ch)
     for (unsigned i = 0; i < ch->n_pend; i++)
         srv_frame_unref(ch->pend[i].f);
     free(ch->pend);
+    srv_broker_want(ch->tid, ch->name, false);
     srv_map_del(&channels, ch->key);
     free(ch);
 }
@@ -351,6 +438,68 @@ static void sub_clear_held(srv_sub *sub)
     sub->held = NULL;
     sub->held_seq = NULL;
     sub->n_held = sub->cap_held = 0;
+    sub->held_bytes = 0;
+}
+
+static void sub_backlog_free(srv_sub *sub)
+{
+    for (unsigned i = sub->backlog_pos; i < sub->n_backlog; i++)
+        srv_frame_unref(sub->backlog[i]);
+    free(sub->backlog);
+    free(sub->backlog_seq);
+    sub->backlog = NULL;
+    sub->backlog_seq = NULL;
+    sub->n_backlog = sub->backlog_pos = 0;
+    if (sub->pumping) {
+        sub->pumping = false;
+        sub->s->n_pumping--;
+    }
+}
+
+/* Paced replay fills the send queue up to half its bounds, leaving room for
+ * replies and for the slow-consumer rule to mean what it says. */
+static bool pump_room(const srv_session *s)
+{
+    const srv_config *c = srv_g.cfg;
+    return s->q_bytes < c->sendq_max_bytes / 2 && s->q_count < c->sendq_max_frames / 2;
+}
+
+/*
+ * sub_pump -- queue the subscription's replay backlog while there is room.
+ * When the backlog is empty, the live frames held meanwhile follow (those
+ * above the replay's head) and the subscription goes live. Otherwise it is
+ * marked pumping and srv_hub_pump() continues when the queue drains.
+ */
+static void sub_pump(srv_sub *sub)
+{
+    srv_session *s = sub->s;
+    while (sub->backlog_pos < sub->n_backlog && pump_room(s) && s->wsi && !s->close_code) {
+        srv_frame *f = sub->backlog[sub->backlog_pos];
+        sub_send(sub, sub->backlog_seq[sub->backlog_pos], f);
+        srv_frame_unref(f);
+        sub->backlog_pos++;
+    }
+    if (sub->backlog_pos < sub->n_backlog) {
+        if (!sub->pumping) {
+            sub->pumping = true;
+            s->n_pumping++;
+        }
+        return;
+    }
+    sub_backlog_free(sub);
+    if (sub->last_seq < sub->replay_head)
+        sub->last_seq = sub->replay_head;
+    for (unsigned i = 0; i < sub->n_held; i++)
+        sub_send(sub, sub->held_seq[i], sub->held[i]);
+    sub_clear_held(sub);
+    sub->live = true;
+}
+
+void srv_hub_pump(srv_session *s)
+{
+    for (srv_sub *sub = s->subs; sub && pump_room(s) && !s->close_code; sub = sub->s_next)
+        if (sub->pumping)
+            sub_pump(sub);
 }
 
 static srv_sub *session_find_sub(srv_session *s, const char *name)
@@ -379,6 +528,7 @@ static void sub_remove(srv_sub *sub)
         sub->ch_next->ch_prev = sub->ch_prev;
     ch->n_subs--;
     sub_clear_held(sub);
+    sub_backlog_free(sub);
     free(sub);
     channel_maybe_free(ch);
 }
@@ -389,16 +539,51 @@ void srv_hub_drop_session(srv_session *s)
         sub_remove(s->subs);
 }
 
-void srv_hub_publish(const char *tid, const char *channel, uint64_t seq, srv_frame *f)
+/* Local delivery only: in order for durable events, by audience for ephemeral ones. */
+static void publish_local(const char *tid, const char *channel, uint64_t seq, srv_frame *f,
+                          int audience)
 {
-    srv_g.m.events_published++;
     srv_channel *ch = channel_get(tid, channel, false);
     if (!ch)
         return;
     if (seq == 0)
-        deliver(ch, 0, f);
+        deliver_aud(ch, 0, f, audience);
     else
         channel_accept(ch, seq, f);
+}
+
+/* Local subscribers first, then the other nodes (Redis). */
+void srv_hub_publish_aud(const char *tid, const char *channel, uint64_t seq, srv_frame *f,
+                         int audience)
+{
+    srv_g.m.events_published++;
+    publish_local(tid, channel, seq, f, audience);
+    srv_broker_publish(tid, channel, seq, audience, f);
+}
+
+void srv_hub_publish(const char *tid, const char *channel, uint64_t seq, srv_frame *f)
+{
+    srv_hub_publish_aud(tid, channel, seq, f, SRV_AUD_ALL);
+}
+
+void srv_hub_remote_event(const char *tid, const char *channel, uint64_t seq, int audience,
+                          srv_frame *f)
+{
+    srv_hub_remote_events++;
+    publish_local(tid, channel, seq, f, audience);
+}
+
+void srv_hub_remote_state(const char *tid, const char *channel, bool up)
+{
+    srv_channel *ch = channel_get(tid, channel, false);
+    if (!ch)
+        return;
+    ch->remote_ok = up;
+    if (!up)
+        return;
+    ch->needs_probe = true;
+    if (ch->baseline)
+        channel_probe(ch);
 }
 
 /* ================================================================== POST /v1/subscriptions */
@@ -429,6 +614,11 @@ static int check_channel(srv_req *r, const char *ch, size_t len, char *out, bool
             return -1;
         }
         strcpy(out, "studio");
+        return 0;
+    }
+    if (len == 8 && memcmp(ch, "presence", 8) == 0) {
+        /* everyone; what a client sees is filtered by audience (staff only) */
+        strcpy(out, "presence");
         return 0;
     }
     if (len == 5 + 36 && memcmp(ch, "user:", 5) == 0 && proto_is_uuid(ch + 5, 36)) {
@@ -542,7 +732,17 @@ static void subscribe_done(const store_res *res, void *priv)
 
     srv_channel *ch = sub->ch;
     channel_set_baseline(ch, head);
+    sub->replay_head = head;
     if (replay) {
+        /* build the replay now (the result is gone after this callback);
+         * sub_pump queues it as fast as the socket drains */
+        sub->backlog = malloc((size_t)n_ev * sizeof *sub->backlog);
+        sub->backlog_seq = malloc((size_t)n_ev * sizeof *sub->backlog_seq);
+        if (!sub->backlog || !sub->backlog_seq) {
+            sub_backlog_free(sub);
+            srv_session_close(s, 1011, "out of memory");
+            goto out;
+        }
         for (int i = 0; i < PQntuples(pg); i++) {
             if (PQgetisnull(pg, i, 1))
                 continue;
@@ -550,23 +750,21 @@ static void subscribe_done(const store_res *res, void *priv)
             size_t dlen = 0;
             unsigned char *data =
                 PQunescapeBytea((const unsigned char *)PQgetvalue(pg, i, 4), &dlen);
-            if (!data)
-                continue;
-            srv_frame *f = srv_event_frame(c->name, PQgetvalue(pg, i, 2), seq,
-                                           strtoll(PQgetvalue(pg, i, 3), NULL, 10), data, dlen);
+            srv_frame *f = data ? srv_event_frame(c->name, PQgetvalue(pg, i, 2), seq,
+                                                  strtoll(PQgetvalue(pg, i, 3), NULL, 10), data, dlen)
+                                : NULL;
             PQfreemem(data);
-            if (f) {
-                sub_send(sub, seq, f);
-                srv_frame_unref(f);
+            if (!f) { /* a hole in the replay would break the promise: give up the socket */
+                sub_backlog_free(sub);
+                srv_session_close(s, 1011, "out of memory");
+                goto out;
             }
+            sub->backlog[sub->n_backlog] = f;
+            sub->backlog_seq[sub->n_backlog] = seq;
+            sub->n_backlog++;
         }
     }
-    if (sub->last_seq < head)
-        sub->last_seq = head;
-    for (unsigned i = 0; i < sub->n_held; i++)
-        sub_send(sub, sub->held_seq[i], sub->held[i]);
-    sub_clear_held(sub);
-    sub->live = true;
+    sub_pump(sub);
 out:
     free(c);
 }
@@ -627,6 +825,7 @@ void srv_h_subscribe(srv_req *r, const proto_request *pr)
     sub->live = false;
     sub->last_seq = 0;
     sub_clear_held(sub);
+    sub_backlog_free(sub);
     c->gen = sub->gen;
 
     char since_s[24], limit_s[12];
@@ -693,6 +892,7 @@ void srv_hub_add_session(srv_session *s)
         return;
     }
     s->in_tenant_list = true;
+    srv_presence_session_up(s);
 }
 
 void srv_hub_remove_session(srv_session *s)
@@ -700,6 +900,7 @@ void srv_hub_remove_session(srv_session *s)
     if (!s->in_tenant_list)
         return;
     s->in_tenant_list = false;
+    srv_presence_session_down(s);
     if (s->t_next)
         s->t_next->t_prev = s->t_prev;
     if (s->t_prev)
@@ -708,6 +909,11 @@ void srv_hub_remove_session(srv_session *s)
         srv_map_put(&tenants, s->tid, s->t_next);
     else
         srv_map_del(&tenants, s->tid);
+}
+
+srv_session *srv_hub_tenant_sessions(const char *tid)
+{
+    return srv_map_get(&tenants, tid);
 }
 
 unsigned srv_hub_close_sessions(const char *tid, const char *member, int code, const char *reason)
@@ -719,6 +925,30 @@ unsigned srv_hub_close_sessions(const char *tid, const char *member, int code, c
         srv_session_close(s, code, reason);
         n++;
     }
+    return n;
+}
+
+size_t srv_hub_sessions(srv_session ***out)
+{
+    size_t n = 0, cap = 0;
+    srv_session **v = NULL;
+    for (size_t i = 0; i < tenants.cap; i++) {
+        if (!tenants.slots[i].key)
+            continue;
+        for (srv_session *s = tenants.slots[i].val; s; s = s->t_next) {
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 64;
+                srv_session **nv = realloc(v, ncap * sizeof *nv);
+                if (!nv)
+                    goto out;
+                v = nv;
+                cap = ncap;
+            }
+            v[n++] = srv_session_ref(s);
+        }
+    }
+out:
+    *out = v;
     return n;
 }
 

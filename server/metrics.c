@@ -25,6 +25,7 @@ static unsigned long long status_count[6]; /* by class: 1xx..5xx */
 static const char *error_codes[] = {
     "bad_frame", "bad_request", "unauthenticated", "forbidden", "origin_not_allowed", "not_found",
     "method_not_allowed", "conflict", "too_large", "rate_limited", "internal", "unavailable",
+    "plan_required", "slot_taken", "version_conflict", "invalid_transition",
 };
 #define N_CODES (sizeof error_codes / sizeof error_codes[0])
 static unsigned long long error_count[N_CODES + 1];
@@ -113,12 +114,37 @@ char *srv_metrics_render(size_t *len)
     counter(&t, "inkwire_deliveries_total", "Event frames queued to subscribers.", m->deliveries, false);
     counter(&t, "inkwire_slow_consumer_closes_total", "Sockets closed with 4008.", m->slow_consumer_closes, false);
     counter(&t, "inkwire_lossy_dropped_total", "Lossy-lane (AR telemetry) frames dropped under send pressure.", m->lossy_dropped, false);
+    counter(&t, "inkwire_reminder_scans_total", "Reminder scans run by this node.", m->reminder_scans, false);
+    counter(&t, "inkwire_reminders_sent_total", "appointment.reminder events claimed and published by this node.", m->reminders_sent, false);
+    counter(&t, "inkwire_rate_limited_total", "Requests answered 429 by the per-member rate limit.", m->rate_limited, false);
+    counter(&t, "inkwire_rate_closes_total", "Sockets closed with 4029 for hammering.", m->rate_closes, false);
     store_ingest_stats is;
     srv_ar_ingest_stats(&is);
     counter(&t, "inkwire_ar_events_stored_total", "AR telemetry events committed.", is.rows_stored, false);
     counter(&t, "inkwire_ar_batches_stored_total", "AR telemetry batches committed (202).", is.batches_stored, false);
     counter(&t, "inkwire_ar_ingest_tx_total", "AR ingest transactions committed.", is.tx_ok, false);
     counter(&t, "inkwire_ar_ingest_queued", "AR telemetry events accepted and not yet answered.", is.queued_rows, true);
+
+    {
+        extern unsigned long long srv_hub_probes, srv_hub_backfilled, srv_hub_remote_events;
+        srv_broker_stats bs;
+        srv_broker_get_stats(&bs);
+        counter(&t, "inkwire_redis_shards", "Redis shards configured (0 = single node).", bs.shards, true);
+        counter(&t, "inkwire_redis_shards_up", "Redis shards with both connections up.", bs.shards_up, true);
+        counter(&t, "inkwire_redis_channels", "Redis channels this node subscribes to (or is leaving).", bs.channels, true);
+        counter(&t, "inkwire_redis_published_total", "Events published to Redis.", bs.published, false);
+        counter(&t, "inkwire_redis_publish_dropped_total", "Events not published: Redis down (recovered from the log).", bs.publish_dropped, false);
+        counter(&t, "inkwire_redis_received_total", "Messages received from Redis.", bs.received, false);
+        counter(&t, "inkwire_redis_own_ignored_total", "Own messages ignored (origin = this node).", bs.own_ignored, false);
+        counter(&t, "inkwire_redis_malformed_total", "Malformed Redis messages dropped.", bs.malformed, false);
+        counter(&t, "inkwire_redis_connects_total", "Redis connections established.", bs.connects, false);
+        counter(&t, "inkwire_redis_disconnects_total", "Redis connections lost.", bs.disconnects, false);
+        counter(&t, "inkwire_redis_subscribes_total", "SUBSCRIBE commands sent.", bs.subscribes, false);
+        counter(&t, "inkwire_redis_command_errors_total", "Redis commands answered with an error.", bs.command_errors, false);
+        counter(&t, "inkwire_hub_remote_events_total", "Events received from other nodes.", srv_hub_remote_events, false);
+        counter(&t, "inkwire_hub_probes_total", "Channel head probes (event log reads after a subscription is confirmed).", srv_hub_probes, false);
+        counter(&t, "inkwire_hub_backfilled_total", "Events delivered from the event log by gap fills and probes.", srv_hub_backfilled, false);
+    }
 
     store_stats ss;
     store_get_stats(srv_g.db, &ss);

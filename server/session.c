@@ -18,6 +18,8 @@ enum {
     H_SUBSCRIBE, H_UNSUBSCRIBE,
     H_AR_CREATE, H_AR_EVENTS, H_AR_END,
     H_MSG_EDIT, H_MSG_DELETE, H_CONV_READ, H_CONV_TYPING,
+    H_APPT_CREATE, H_APPT_UPDATE, H_APPT_LIST,
+    H_PRES_PUT, H_PRES_GET, H_INQ_CREATE, H_INQ_LIST, H_INQ_CLAIM,
     H_CONSULT_CREATE, H_CONSULT_LIST, H_CONSULT_JOIN, H_CONSULT_SIGNAL, H_CONSULT_LEAVE,
     H_CONSULT_END,
 };
@@ -38,6 +40,14 @@ const proto_route srv_route_table[] = {
     { PROTO_DELETE, "/v1/conversations/:id/messages/:seq", H_MSG_DELETE },
     { PROTO_POST, "/v1/conversations/:id/read", H_CONV_READ },
     { PROTO_POST, "/v1/conversations/:id/typing", H_CONV_TYPING },
+    { PROTO_POST, "/v1/appointments", H_APPT_CREATE },
+    { PROTO_PATCH, "/v1/appointments/:id", H_APPT_UPDATE },
+    { PROTO_GET, "/v1/appointments", H_APPT_LIST },
+    { PROTO_PUT, "/v1/presence", H_PRES_PUT },
+    { PROTO_GET, "/v1/presence", H_PRES_GET },
+    { PROTO_POST, "/v1/inquiries", H_INQ_CREATE },
+    { PROTO_GET, "/v1/inquiries", H_INQ_LIST },
+    { PROTO_POST, "/v1/inquiries/:id/claim", H_INQ_CLAIM },
     { PROTO_POST, "/v1/consults", H_CONSULT_CREATE },
     { PROTO_GET, "/v1/consults", H_CONSULT_LIST },
     { PROTO_POST, "/v1/consults/:id/join", H_CONSULT_JOIN },
@@ -63,6 +73,14 @@ const srv_handler_def srv_handlers[] = {
     [H_MSG_DELETE] = { srv_h_msg_delete, true },
     [H_CONV_READ] = { srv_h_conv_read, true },
     [H_CONV_TYPING] = { srv_h_conv_typing, true },
+    [H_APPT_CREATE] = { srv_h_appt_create, true },
+    [H_APPT_UPDATE] = { srv_h_appt_update, true },
+    [H_APPT_LIST] = { srv_h_appt_list, true },
+    [H_PRES_PUT] = { srv_h_presence_put, true },
+    [H_PRES_GET] = { srv_h_presence_get, true },
+    [H_INQ_CREATE] = { srv_h_inquiry_create, true },
+    [H_INQ_LIST] = { srv_h_inquiry_list, true },
+    [H_INQ_CLAIM] = { srv_h_inquiry_claim, true },
     [H_CONSULT_CREATE] = { srv_h_consult_create, true },
     [H_CONSULT_LIST] = { srv_h_consult_list, true },
     [H_CONSULT_JOIN] = { srv_h_consult_join, true },
@@ -73,25 +91,66 @@ const srv_handler_def srv_handlers[] = {
 
 /* ================================================================== lifecycle */
 
-static void auth_timeout_cb(lws_sorted_usec_list_t *sul)
+/*
+ * Timers. lws 4.1 keeps its scheduled callbacks in one sorted list whose
+ * insertion walks the list, so a timer per socket made every connect (and
+ * every idle-timer refresh) O(sockets): 84% of the server's CPU went to that
+ * list while 14,000 sockets connected. Instead, every open session is on one
+ * list and a single sweep timer checks the deadlines of all of them: the auth
+ * deadline, token expiry, and the idle policy (a PING after
+ * SRV_PING_AFTER_MS of silence, a close after SRV_IDLE_CLOSE_MS).
+ */
+#define SRV_SWEEP_MS 250
+#define SRV_PING_AFTER_MS 30000
+#define SRV_IDLE_CLOSE_MS 75000
+
+static srv_session *all_head; /* every session whose socket is open */
+static uv_timer_t sweep_timer;
+static bool sweep_on;
+
+static void sweep_cb(uv_timer_t *t)
 {
-    srv_session *s = lws_container_of(sul, srv_session, sul_auth);
-    if (s->state != SESS_READY) {
-        slog_info(s, "no session within %u ms: closing", srv_g.cfg->auth_timeout_ms);
-        srv_session_close(s, 4001, "authentication timeout");
+    (void)t;
+    int64_t now = srv_now_ms();
+    for (srv_session *s = all_head; s; s = s->all_next) {
+        if (!s->wsi || s->close_code)
+            continue;
+        if (s->state != SESS_READY && now >= s->auth_deadline_ms) {
+            slog_info(s, "no session within %u ms: closing", srv_g.cfg->auth_timeout_ms);
+            srv_session_close(s, 4001, "authentication timeout");
+        } else if (s->state == SESS_READY && now >= s->exp_ms) {
+            slog_info(s, "token expired: closing");
+            srv_session_close(s, 4001, "token expired");
+        } else if (now - s->last_rx_ms >= SRV_IDLE_CLOSE_MS) {
+            slog_info(s, "silent for %lld ms: closing", (long long)(now - s->last_rx_ms));
+            srv_session_close(s, 1001, "idle");
+        } else if (now - s->last_rx_ms >= SRV_PING_AFTER_MS && !s->ping_sent) {
+            s->want_ping = true;
+            lws_callback_on_writable(s->wsi);
+        }
     }
 }
 
-static void expiry_cb(lws_sorted_usec_list_t *sul)
+void srv_sessions_sweep_start(uv_loop_t *loop)
 {
-    srv_session *s = lws_container_of(sul, srv_session, sul_exp);
-    int64_t left = s->exp_ms - srv_now_ms();
-    if (left > 0) { /* refreshed meanwhile: check again later */
-        lws_sul_schedule(srv_g.ctx, 0, &s->sul_exp, expiry_cb, (lws_usec_t)left * 1000);
+    uv_timer_init(loop, &sweep_timer);
+    uv_timer_start(&sweep_timer, sweep_cb, SRV_SWEEP_MS, SRV_SWEEP_MS);
+    sweep_on = true;
+}
+
+void srv_sessions_sweep_stop(void)
+{
+    if (!sweep_on)
         return;
-    }
-    slog_info(s, "token expired: closing");
-    srv_session_close(s, 4001, "token expired");
+    uv_timer_stop(&sweep_timer);
+    uv_close((uv_handle_t *)&sweep_timer, NULL);
+    sweep_on = false;
+}
+
+void srv_session_touch(srv_session *s)
+{
+    s->last_rx_ms = srv_now_ms();
+    s->ping_sent = false;
 }
 
 srv_session *srv_session_new(struct lws *wsi)
@@ -105,8 +164,12 @@ srv_session *srv_session_new(struct lws *wsi)
     strcpy(s->tid, "-");
     if (lws_hdr_copy(wsi, s->origin, sizeof s->origin, WSI_TOKEN_ORIGIN) < 0)
         s->origin[0] = '\0';
-    lws_sul_schedule(srv_g.ctx, 0, &s->sul_auth, auth_timeout_cb,
-                     (lws_usec_t)srv_g.cfg->auth_timeout_ms * 1000);
+    s->last_rx_ms = srv_now_ms();
+    s->auth_deadline_ms = s->last_rx_ms + srv_g.cfg->auth_timeout_ms;
+    s->all_next = all_head;
+    if (all_head)
+        all_head->all_prev = s;
+    all_head = s;
     srv_g.m.connections_total++;
     srv_g.m.connections_open++;
     return s;
@@ -114,12 +177,7 @@ srv_session *srv_session_new(struct lws *wsi)
 
 void srv_session_set_expiry(srv_session *s, int64_t exp_ms)
 {
-    s->exp_ms = exp_ms;
-    int64_t left = exp_ms - srv_now_ms();
-    if (left < 1)
-        left = 1;
-    lws_sul_cancel(&s->sul_auth);
-    lws_sul_schedule(srv_g.ctx, 0, &s->sul_exp, expiry_cb, (lws_usec_t)left * 1000);
+    s->exp_ms = exp_ms; /* the sweep enforces it */
 }
 
 static void queue_clear(srv_session *s)
@@ -134,10 +192,16 @@ static void queue_clear(srv_session *s)
 
 void srv_session_closed(srv_session *s)
 {
-    lws_sul_cancel(&s->sul_auth);
-    lws_sul_cancel(&s->sul_exp);
+    if (s->all_prev)
+        s->all_prev->all_next = s->all_next;
+    else
+        all_head = s->all_next;
+    if (s->all_next)
+        s->all_next->all_prev = s->all_prev;
+    s->all_prev = s->all_next = NULL;
     srv_chat_typing_closed(s);
     srv_consult_session_closed(s); /* seats start their grace period */
+    srv_limits_session_end(s);
     srv_hub_drop_session(s);
     srv_hub_remove_session(s);
     queue_clear(s);
@@ -175,17 +239,23 @@ void srv_session_close(srv_session *s, int code, const char *reason)
     lws_callback_on_writable(s->wsi);
 }
 
+void srv_session_close_slow(srv_session *s)
+{
+    if (!s->wsi || s->close_code)
+        return;
+    slog_warn(s, "slow consumer: %u frames, %zu bytes queued: closing", s->q_count, s->q_bytes);
+    srv_g.m.slow_consumer_closes++;
+    queue_clear(s);
+    srv_session_close(s, 4008, "slow consumer");
+}
+
 void srv_session_send(srv_session *s, srv_frame *f)
 {
     if (!s->wsi || s->close_code)
         return;
     const srv_config *c = srv_g.cfg;
     if (s->q_count + 1 > c->sendq_max_frames || s->q_bytes + f->len > c->sendq_max_bytes) {
-        slog_warn(s, "slow consumer: %u frames, %zu bytes queued: closing", s->q_count,
-                  s->q_bytes);
-        srv_g.m.slow_consumer_closes++;
-        queue_clear(s);
-        srv_session_close(s, 4008, "slow consumer");
+        srv_session_close_slow(s);
         return;
     }
     if (s->q_count == s->q_cap) {
@@ -230,6 +300,16 @@ void srv_session_send_lossy(srv_session *s, srv_frame *f)
 
 int srv_session_writeable(srv_session *s)
 {
+    if (s->want_ping && !s->close_code) {
+        uint8_t ping[LWS_PRE + 1];
+        s->want_ping = false;
+        s->ping_sent = true;
+        if (lws_write(s->wsi, ping + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+            return -1;
+        if (s->q_count)
+            lws_callback_on_writable(s->wsi);
+        return 0;
+    }
     if (s->close_code && !s->q_count) {
         /* lws 4.1 drops a lws_close_reason() made from WRITEABLE (the peer
          * sees 1006), so the close frame is written here, then the socket is
@@ -254,6 +334,8 @@ int srv_session_writeable(srv_session *s)
     srv_frame_unref(f);
     if (n < 0)
         return -1;
+    if (s->n_pumping && !s->close_code)
+        srv_hub_pump(s); /* room again: more of a paced replay */
     if (s->q_count || s->close_code) /* more to send, or the close to perform */
         lws_callback_on_writable(s->wsi);
     else if (s->q_cap > 64) { /* give back a queue that grew under a burst */
@@ -325,6 +407,13 @@ void srv_req_error(srv_req *r, int status, const char *code, const char *message
     req_done(r, status);
 }
 
+void srv_req_error_retry(srv_req *r, int status, const char *code, const char *message,
+                         int64_t retry_after_ms)
+{
+    send_error(r->s, true, r->id, status, code, message, retry_after_ms);
+    req_done(r, status);
+}
+
 void srv_req_store_error(srv_req *r, const store_res *res)
 {
     if (res->status == STORE_E_UNAVAILABLE || res->status == STORE_E_BUSY) {
@@ -374,6 +463,17 @@ static void handle_message(srv_session *s, const uint8_t *buf, size_t len)
         send_error(s, pr.has_id, pr.id, status, code, message, -1);
         srv_metrics_request(-1, status, 0);
         goto out;
+    }
+    if (s->state == SESS_READY) { /* the member's rate (limits.c) */
+        bool hammering;
+        int64_t retry = srv_limits_request(s, &hammering);
+        if (retry > 0) {
+            send_error(s, true, pr.id, 429, "rate_limited", "over the plan's request rate", retry);
+            srv_metrics_request(-1, 429, 0);
+            if (hammering)
+                srv_session_close(s, 4029, "rate limit exceeded repeatedly");
+            goto out;
+        }
     }
     proto_params params;
     int ri = proto_route_match(srv_route_table, srv_n_routes, pr.op, pr.path, pr.path_len, &params);
@@ -433,6 +533,7 @@ out:
 void srv_session_rx(srv_session *s, const void *in, size_t len, bool first, bool final,
                     bool binary)
 {
+    srv_session_touch(s);
     if (s->close_code)
         return; /* closing: ignore whatever still arrives */
     if (first && !binary) {

@@ -79,6 +79,7 @@ typedef struct srv_session {
     size_t rx_len, rx_cap;
 
     unsigned inflight;      /* requests without a reply yet */
+    unsigned n_pumping;     /* subscriptions with replay left to queue (hub.c) */
 
     /* send queue (ring of frame pointers) */
     srv_frame **q;
@@ -88,11 +89,17 @@ typedef struct srv_session {
     int close_code;         /* != 0: close with this code at the next WRITEABLE */
     char close_reason[64];
 
-    lws_sorted_usec_list_t sul_auth; /* 10 s to authenticate */
-    lws_sorted_usec_list_t sul_exp;  /* token expiry */
+    /* deadlines, checked by the session sweep (session.c) */
+    int64_t auth_deadline_ms;
+    int64_t last_rx_ms;     /* last frame or pong from the peer */
+    bool want_ping, ping_sent;
+    struct srv_session *all_prev, *all_next; /* every open session */
 
     srv_sub *subs;          /* this session's subscriptions */
     struct srv_typing *typing; /* typing entries this session owns (h_chat_read.c) */
+    char plan[TENANT_PLAN_NAME_MAX]; /* the tenant's plan (limits.c), "" before the session */
+    struct srv_member_rl *rl;  /* the member's token bucket on this node (limits.c) */
+    unsigned rl_strikes;       /* consecutive 429 rate_limited on this socket */
     struct srv_session *t_prev, *t_next; /* the tenant's session list */
     bool in_tenant_list;
 } srv_session;
@@ -114,10 +121,17 @@ void srv_session_send(srv_session *s, srv_frame *f);
  * half its bounds, in which case f is dropped and counted
  * (inkwire_lossy_dropped_total). Never closes the socket. */
 void srv_session_send_lossy(srv_session *s, srv_frame *f);
+/* Close at once with 4008, dropping the queue (counted in the metrics). */
+void srv_session_close_slow(srv_session *s);
 /* Ask for the socket to be closed with code/reason at the next chance. */
 void srv_session_close(srv_session *s, int code, const char *reason);
-/* Mark authenticated: fill identity, cancel the auth timer, arm the expiry timer. */
+/* Set (or move, on refresh) the token expiry; the session sweep enforces it. */
 void srv_session_set_expiry(srv_session *s, int64_t exp_ms);
+/* The peer showed life (a frame or a pong). */
+void srv_session_touch(srv_session *s);
+/* One timer for every session's deadlines (auth, expiry, idle ping/close). */
+void srv_sessions_sweep_start(uv_loop_t *loop);
+void srv_sessions_sweep_stop(void);
 
 /* ------------------------------------------------------------------ requests */
 
@@ -138,6 +152,9 @@ int srv_reply_begin(srv_req *r, int status, proto_buf *b, msgpack_packer *pk);
 void srv_reply_end(srv_req *r, proto_buf *b);
 /* Reply with an error and free the request. */
 void srv_req_error(srv_req *r, int status, const char *code, const char *message);
+/* The same with "retry_after_ms" in the error map (429). */
+void srv_req_error_retry(srv_req *r, int status, const char *code, const char *message,
+                         int64_t retry_after_ms);
 /* The same, for a storage failure (503 for unavailable/busy, 500 otherwise). */
 void srv_req_store_error(srv_req *r, const store_res *res);
 /* Copy a path parameter as a C string; returns its length or -1 when too long. */
@@ -166,6 +183,12 @@ void srv_h_msg_send(srv_req *r, const proto_request *pr);
 void srv_h_msg_history(srv_req *r, const proto_request *pr);
 void srv_h_subscribe(srv_req *r, const proto_request *pr);
 void srv_h_unsubscribe(srv_req *r, const proto_request *pr);
+void srv_h_msg_edit(srv_req *r, const proto_request *pr);
+void srv_h_msg_delete(srv_req *r, const proto_request *pr);
+void srv_h_conv_read(srv_req *r, const proto_request *pr);
+void srv_h_conv_typing(srv_req *r, const proto_request *pr);
+/* h_chat_read.c: the session closes; a member it showed typing stops typing. */
+void srv_chat_typing_closed(srv_session *s);
 void srv_h_ar_create(srv_req *r, const proto_request *pr);
 void srv_h_ar_events(srv_req *r, const proto_request *pr);
 void srv_h_ar_end(srv_req *r, const proto_request *pr);
@@ -191,12 +214,30 @@ void srv_hub_stats(unsigned long *channels, unsigned long *subscriptions);
 /* console.c: GET /console/... (INKWIRE_CONSOLE=1). Fills a response: status,
  * content type (static string) and a malloc'd body the caller frees. */
 void srv_console_get(const char *path, int *status, const char **ctype, char **body, size_t *len);
-void srv_h_msg_edit(srv_req *r, const proto_request *pr);
-void srv_h_msg_delete(srv_req *r, const proto_request *pr);
-void srv_h_conv_read(srv_req *r, const proto_request *pr);
-void srv_h_conv_typing(srv_req *r, const proto_request *pr);
-/* h_chat_read.c: the session closes; a member it showed typing stops typing. */
-void srv_chat_typing_closed(srv_session *s);
+
+/* h_booking.c: appointments (PROTOCOL §5 Bookings) and the reminder scheduler. */
+void srv_h_appt_create(srv_req *r, const proto_request *pr);
+void srv_h_appt_update(srv_req *r, const proto_request *pr);
+void srv_h_appt_list(srv_req *r, const proto_request *pr);
+void srv_booking_start(void);   /* after the vhost exists: start the reminder timer */
+void srv_booking_stop(void);    /* on shutdown, before store_close */
+
+/* limits.c: plans, per-member rate limits, per-tenant connection limits. */
+/* The session is being established; plan_row is the store_sql_plan_of_studio
+ * result. Caches the plan, sets s->plan. Returns 0, or the retry_after_ms
+ * (> 0) when the tenant already has its plan's connections on this node. */
+int64_t srv_limits_session_start(srv_session *s, const PGresult *plan_row);
+/* The session is closing (or never started): release the member's bucket. */
+void srv_limits_session_end(srv_session *s);
+/* One request of an authenticated session: 0 = go on; else the request is
+ * over the member's rate: returns retry_after_ms and sets *close when the
+ * socket has had INKWIRE_RATE_CLOSE_AFTER consecutive 429s (close 4029). */
+int64_t srv_limits_request(srv_session *s, bool *close);
+/* An admin PUT changed tenant tid's plan; plan_row (may be NULL) is the
+ * store_sql_plan_get row of the new plan. Updates this node's sessions. */
+void srv_limits_tenant_plan(const char *tid, const char *plan, const PGresult *plan_row);
+/* The cached plan of a session (NULL before the first session of the plan). */
+const tenant_plan *srv_limits_plan(const srv_session *s);
 
 /* ------------------------------------------------------------------ hub */
 
@@ -212,6 +253,14 @@ struct srv_sub {
     srv_frame **held;           /* live frames held back during replay */
     uint64_t *held_seq;
     unsigned n_held, cap_held;
+    size_t held_bytes;
+    /* Replay not yet queued: fed into the send queue as it drains, so a
+     * 1,000-event replay never trips the slow-consumer bound by itself. */
+    srv_frame **backlog;
+    uint64_t *backlog_seq;
+    unsigned n_backlog, backlog_pos;
+    uint64_t replay_head;       /* head seq of the replay snapshot */
+    bool pumping;               /* backlog left: counted in s->n_pumping */
 };
 
 /* Publish an event frame on tenant tid's channel. seq 0 = ephemeral. The hub
@@ -223,9 +272,13 @@ void srv_hub_publish_lossy(const char *tid, const char *channel, srv_frame *f);
 bool srv_hub_has_subscribers(const char *tid, const char *channel);
 /* Remove every subscription of a session (on close). */
 void srv_hub_drop_session(srv_session *s);
+/* The session's queue drained: feed it more of its subscriptions' replays. */
+void srv_hub_pump(srv_session *s);
 /* Tenant session index. */
 void srv_hub_add_session(srv_session *s);
 void srv_hub_remove_session(srv_session *s);
+/* The first session of tenant tid on this node (then s->t_next), or NULL. */
+srv_session *srv_hub_tenant_sessions(const char *tid);
 /* Close sessions of tenant tid (member == NULL: all of them) with code. */
 unsigned srv_hub_close_sessions(const char *tid, const char *member, int code, const char *reason);
 /* Build an event frame from its parts (data = raw msgpack map bytes). */
@@ -240,6 +293,8 @@ typedef struct srv_metrics {
     unsigned long long frames_in, frames_out, bytes_in, bytes_out;
     unsigned long long slow_consumer_closes, events_published, deliveries;
     unsigned long long lossy_dropped;  /* lossy-lane frames dropped under pressure */
+    unsigned long long reminder_scans, reminders_sent; /* h_booking.c */
+    unsigned long long rate_limited, rate_closes;      /* limits.c */
 } srv_metrics;
 
 void srv_metrics_request(int route, int status, uint64_t dur_ns);
@@ -277,5 +332,82 @@ int64_t srv_now_ms(void);    /* wall clock, ms since the epoch */
 void srv_uuid(char out[37]); /* random v4, lower case */
 /* UTF-8 validation; returns the number of code points, or -1 when invalid. */
 long srv_utf8_count(const char *s, size_t len);
+
+
+/* ------------------------------------------------------------------ cluster */
+/* broker.c (Redis between nodes), presence.c, h_inquiry.c. Audience of an
+ * event: everyone subscribed, staff sessions only, or client sessions only
+ * (presence.diff is encoded once per audience: clients see staff only). */
+enum { SRV_AUD_ALL = 0, SRV_AUD_STAFF = 1, SRV_AUD_CLIENTS = 2 };
+
+struct redisReply;
+/* Reply of a broker command; r is NULL when the connection went away first. */
+typedef void (*srv_broker_cb)(struct redisReply *r, void *priv);
+
+typedef struct srv_broker_stats {
+    unsigned shards, shards_up, channels;
+    unsigned long long published, publish_dropped, received, own_ignored, malformed;
+    unsigned long long connects, disconnects, subscribes, command_errors, probes;
+} srv_broker_stats;
+
+/* Start the Redis connections (no-op without INKWIRE_REDIS_URL); 0. */
+int srv_broker_start(void);
+/* Disconnect everything (queued commands are flushed first). */
+void srv_broker_stop(void);
+void srv_broker_free_all(void);
+bool srv_broker_enabled(void);
+int srv_broker_nshards(void);
+int srv_broker_shard_of(const char *tid);
+bool srv_broker_shard_up(int shard);
+/* The hub has (want) or dropped (!want) channel tid/channel: (un)subscribe its
+ * Redis channel. Returns 1 when there is no Redis (every channel is then
+ * "confirmed" at once), else 0 (confirmation comes via srv_hub_remote_state). */
+int srv_broker_want(const char *tid, const char *channel, bool want);
+/* PUBLISH an event frame to the other nodes (dropped, and counted, while the
+ * tenant's shard is down). */
+void srv_broker_publish(const char *tid, const char *channel, uint64_t seq, int audience,
+                        const srv_frame *f);
+/* Any command on a shard's command connection. 0, or -1 when the shard is down
+ * (cb is then never called). */
+int srv_broker_command(int shard, srv_broker_cb cb, void *priv, int argc, const char **argv,
+                       const size_t *lens);
+void srv_broker_get_stats(srv_broker_stats *out);
+
+/* hub.c, for the broker and presence */
+void srv_hub_publish_aud(const char *tid, const char *channel, uint64_t seq, srv_frame *f,
+                         int audience);
+/* An event from another node: delivered locally only (ordered, gap-filled). */
+void srv_hub_remote_event(const char *tid, const char *channel, uint64_t seq, int audience,
+                          srv_frame *f);
+/* The channel's Redis subscription is confirmed (up) or lost (!up). On
+ * confirmation a durable channel reads its head from the event log and
+ * backfills whatever Redis did not bring. */
+void srv_hub_remote_state(const char *tid, const char *channel, bool up);
+/* Every authenticated session, each with a reference the caller drops
+ * (srv_session_unref); *out is malloc'd (caller frees). Returns the count. */
+size_t srv_hub_sessions(srv_session ***out);
+
+/* presence.c */
+int srv_presence_start(void);
+void srv_presence_stop(void);
+/* true when no leave is pending (grace timers, Redis replies). */
+bool srv_presence_idle(void);
+/* Fire every pending grace timer now (shutdown). */
+void srv_presence_flush(void);
+void srv_presence_session_up(srv_session *s);
+void srv_presence_session_down(srv_session *s);
+void srv_presence_shard_up(int shard);
+/* Calls cb(1) when a staff member of tid is online on any node, cb(0) when
+ * none is, cb(-1) when that cannot be known (Redis down). cb may run before
+ * this returns. */
+typedef void (*srv_staff_online_cb)(int online, void *priv);
+void srv_presence_staff_online(const char *tid, srv_staff_online_cb cb, void *priv);
+void srv_h_presence_put(srv_req *r, const proto_request *pr);
+void srv_h_presence_get(srv_req *r, const proto_request *pr);
+
+/* h_inquiry.c */
+void srv_h_inquiry_create(srv_req *r, const proto_request *pr);
+void srv_h_inquiry_list(srv_req *r, const proto_request *pr);
+void srv_h_inquiry_claim(srv_req *r, const proto_request *pr);
 
 #endif /* INKWIRE_SRV_INT_H */

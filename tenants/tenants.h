@@ -94,4 +94,58 @@ int tenant_jwt_verify(const tenant_jwt *v, const char *token, size_t len, int64_
 char *tenant_jwt_mint(tenant_alg alg, const char *key, const tenant_claims *c,
                       char *err, size_t errlen);
 
+/* ------------------------------------------------------------------ plans
+ * (tenants/plans.c) The limits of a subscription plan, as stored in the
+ * `plans` table (storage/migrations/004_bookings.sql): limits live in that
+ * table, never in code. The server keeps a small cache by plan name, filled
+ * from the database at each session start and at each admin tenant PUT. */
+
+#define TENANT_PLAN_NAME_MAX 32
+#define TENANT_PLAN_UNLIMITED (-1)
+
+typedef struct tenant_plan {
+    char name[TENANT_PLAN_NAME_MAX];
+    int32_t max_active_clients;     /* TENANT_PLAN_UNLIMITED or >= 0 */
+    int32_t max_staff;              /* TENANT_PLAN_UNLIMITED or >= 1 */
+    int messaging, scheduling, video; /* 0 / 1 */
+    int32_t connections_per_tenant; /* per node; TENANT_PLAN_UNLIMITED or >= 1 */
+    uint32_t rate_per_min;          /* token bucket refill, >= 1 */
+    uint32_t burst;                 /* token bucket capacity, >= 1 */
+} tenant_plan;
+
+/*
+ * tenant_plan_from_row -- parse the 9 text columns of a plans row (name,
+ * max_active_clients, max_staff, messaging, scheduling, video,
+ * connections_per_tenant, rate_per_min, burst; booleans 't'/'f'; NULL entry =
+ * SQL NULL = unlimited where allowed). Returns 0, or -1 when any value is
+ * missing or out of range (*out is then unspecified).
+ */
+int tenant_plan_from_row(const char *const v[9], tenant_plan *out);
+
+/* Cache by name (copies p; replaces an entry of the same name). 0, or -1
+ * when the cache (16 plans) is full or p has no name. */
+int tenant_plan_cache_put(const tenant_plan *p);
+/* The cached plan of that name, or NULL. Valid until the next put/clear. */
+const tenant_plan *tenant_plan_cache_get(const char *name);
+void tenant_plan_cache_clear(void);
+
+/* ------------------------------------------------------------------ rate limits
+ * (tenants/ratelimit.c) A token bucket with integer arithmetic and an
+ * injected clock. One token = 60000 units; each elapsed ms adds rate_per_min
+ * units, up to burst tokens. A new bucket (zeroed) starts full. */
+
+typedef struct tenant_bucket {
+    int64_t units;      /* current level, in 1/60000 token */
+    int64_t last_ms;    /* time of the last refill */
+    int started;        /* 0 until the first take */
+} tenant_bucket;
+
+/*
+ * tenant_bucket_take -- refill for the time since the last call (a clock
+ * that goes backwards adds nothing), then take one token. Returns 0 when a
+ * token was taken, else the number of ms (>= 1) until one will be there.
+ * rate_per_min and burst of 0 are treated as 1.
+ */
+int64_t tenant_bucket_take(tenant_bucket *b, uint32_t rate_per_min, uint32_t burst, int64_t now_ms);
+
 #endif /* INKWIRE_TENANTS_H */

@@ -178,6 +178,12 @@ export async function startServer({ db, env = {} } = {}) {
     INKWIRE_JWT_KEY: jwtKey,
     INKWIRE_API_KEY: apiKey,
     INKWIRE_DRAIN_S: '1', // stop() drains quickly unless a test says otherwise
+    // The per-member rate limit of the plans (PROTOCOL.md §6) would throttle
+    // tests that send thousands of requests as one member; it is lifted here,
+    // and tests of the limit itself pass INKWIRE_RATE_PER_MIN/BURST '0' (= the
+    // plan's values).
+    INKWIRE_RATE_PER_MIN: '6000000',
+    INKWIRE_RATE_BURST: '1000000',
     ...env,
   };
   delete fullEnv.INKWIRE_REDIS_URL; // single node unless a test says otherwise

@@ -577,6 +577,9 @@ static void test_usage(void **state)
                           "INKWIRE_ALLOWED_ORIGINS", "INKWIRE_MAX_MESSAGE", "INKWIRE_MAX_INFLIGHT",
                           "INKWIRE_AUTH_TIMEOUT_MS", "INKWIRE_SENDQ_BYTES", "INKWIRE_SENDQ_FRAMES",
                           "INKWIRE_DB_POOL", "INKWIRE_DB_CONNECT_TIMEOUT_S", "INKWIRE_LOG_LEVEL",
+                          "INKWIRE_PRESENCE_LEASE_S", "INKWIRE_PRESENCE_GRACE_MS", "INKWIRE_DRAIN_S",
+                          "INKWIRE_RATE_PER_MIN", "INKWIRE_RATE_BURST", "INKWIRE_RATE_CLOSE_AFTER",
+                          "INKWIRE_REMINDER_LEAD_S", "INKWIRE_REMINDER_TICK_MS",
                           "INKWIRE_AR_WATCH_HZ", "INKWIRE_TURN_URLS", "INKWIRE_TURN_SECRET",
                           "INKWIRE_TURN_TTL_S", "INKWIRE_CONSULT_GRACE_S", "INKWIRE_CONSULT_MAX",
                           "INKWIRE_CONSOLE", "INKWIRE_CONSOLE_DIR", "INKWIRE_DB_BATCH_MAX"};
@@ -586,6 +589,156 @@ static void test_usage(void **state)
     assert_non_null(strstr(buf, "127.0.0.1:8080"));
     assert_non_null(strstr(buf, "65536"));
     free(buf);
+}
+
+/* -------------------------------------------------------------- group commit */
+
+/* INKWIRE_DB_BATCH_MAX: default 64, 1..4096, numbers only. */
+static void test_db_batch_max(void **state)
+{
+    (void)state;
+    env e;
+    srv_config c;
+    base(&e);
+    load_ok(&e, &c);
+    assert_int_equal(c.db_batch_max, 64);
+    srv_config_free(&c);
+    base(&e);
+    set(&e, "INKWIRE_DB_BATCH_MAX", "1");
+    load_ok(&e, &c);
+    assert_int_equal(c.db_batch_max, 1);
+    srv_config_free(&c);
+    base(&e);
+    set(&e, "INKWIRE_DB_BATCH_MAX", "4096");
+    load_ok(&e, &c);
+    assert_int_equal(c.db_batch_max, 4096);
+    srv_config_free(&c);
+    err_with("INKWIRE_DB_BATCH_MAX", "0", "1 to 4096");
+    err_with("INKWIRE_DB_BATCH_MAX", "4097", "1 to 4096");
+    err_with("INKWIRE_DB_BATCH_MAX", "16x", NULL);
+    err_with("INKWIRE_DB_BATCH_MAX", "", NULL);
+}
+
+/* -------------------------------------------------------------- cluster */
+
+static void test_redis_list(void **state)
+{
+    (void)state;
+    env e;
+    srv_config c;
+    base(&e);
+    load_ok(&e, &c);
+    assert_int_equal(c.n_redis, 0);
+    assert_int_equal(c.presence_lease_s, 30);
+    assert_int_equal(c.presence_grace_ms, 3000);
+    assert_int_equal(c.drain_s, 10);
+    srv_config_free(&c);
+
+    base(&e);
+    set(&e, "INKWIRE_REDIS_URL", "redis://127.0.0.1:7001, redis://cache-b/3,redis://[::1]:7003/15");
+    set(&e, "INKWIRE_PRESENCE_LEASE_S", "3");
+    set(&e, "INKWIRE_PRESENCE_GRACE_MS", "0");
+    set(&e, "INKWIRE_DRAIN_S", "2");
+    load_ok(&e, &c);
+    assert_int_equal(c.n_redis, 3);
+    assert_string_equal(c.redis[0].host, "127.0.0.1");
+    assert_int_equal(c.redis[0].port, 7001);
+    assert_int_equal(c.redis[0].db, 0);
+    assert_string_equal(c.redis[1].host, "cache-b");
+    assert_int_equal(c.redis[1].port, 6379);
+    assert_int_equal(c.redis[1].db, 3);
+    assert_string_equal(c.redis[2].host, "::1");
+    assert_int_equal(c.redis[2].port, 7003);
+    assert_int_equal(c.redis[2].db, 15);
+    assert_int_equal(c.presence_lease_s, 3);
+    assert_int_equal(c.presence_grace_ms, 0);
+    assert_int_equal(c.drain_s, 2);
+    srv_config_free(&c);
+
+    err_with("INKWIRE_REDIS_URL", "http://127.0.0.1:6379", "not redis://");
+    err_with("INKWIRE_REDIS_URL", "redis://", "not redis://");
+    err_with("INKWIRE_REDIS_URL", "redis://h:0", "not redis://");
+    err_with("INKWIRE_REDIS_URL", "redis://h:65536", "not redis://");
+    err_with("INKWIRE_REDIS_URL", "redis://h:6379/16", "not redis://");
+    err_with("INKWIRE_REDIS_URL", "redis://h:6379/x", "not redis://");
+    err_with("INKWIRE_REDIS_URL", "redis://h:6379?x=1", "not redis://");
+    err_with("INKWIRE_REDIS_URL", "redis://h:6379,", "empty entry");
+    err_with("INKWIRE_REDIS_URL", "redis://[::1", "not redis://");
+    err_with("INKWIRE_PRESENCE_LEASE_S", "1", "2 to 3600");
+    err_with("INKWIRE_PRESENCE_GRACE_MS", "600001", NULL);
+    err_with("INKWIRE_DRAIN_S", "3601", NULL);
+    char list[17 * 24] = "";
+    for (int i = 0; i < 17; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%sredis://h%d", i ? "," : "", i);
+    err_with("INKWIRE_REDIS_URL", list, "more than 16");
+}
+
+/* ------------------------------------------------ rate limits, reminders */
+
+/* INKWIRE_AR_WATCH_HZ: default 10, 1..1000, nothing else. */
+static void test_ar_watch_hz(void **state)
+{
+    (void)state;
+    env e;
+    srv_config c;
+    base(&e);
+    load_ok(&e, &c);
+    assert_int_equal(c.ar_watch_hz, 10);
+    srv_config_free(&c);
+
+    base(&e);
+    set(&e, "INKWIRE_AR_WATCH_HZ", "1000");
+    load_ok(&e, &c);
+    assert_int_equal(c.ar_watch_hz, 1000);
+    srv_config_free(&c);
+
+    base(&e);
+    set(&e, "INKWIRE_AR_WATCH_HZ", "1");
+    load_ok(&e, &c);
+    assert_int_equal(c.ar_watch_hz, 1);
+    srv_config_free(&c);
+
+    err_with("INKWIRE_AR_WATCH_HZ", "0", "1 to 1000");
+    err_with("INKWIRE_AR_WATCH_HZ", "1001", "1 to 1000");
+    err_with("INKWIRE_AR_WATCH_HZ", "10hz", NULL);
+    err_with("INKWIRE_AR_WATCH_HZ", "-5", NULL);
+}
+
+static void test_rate_and_reminders(void **state)
+{
+    (void)state;
+    env e;
+    srv_config c;
+    base(&e);
+    load_ok(&e, &c);
+    assert_int_equal(c.rate_per_min, 0);     /* 0 = each plan's own */
+    assert_int_equal(c.rate_burst, 0);
+    assert_int_equal(c.rate_close_after, 20);
+    assert_int_equal(c.reminder_lead_s, 86400);
+    assert_int_equal(c.reminder_tick_ms, 1000);
+    srv_config_free(&c);
+
+    base(&e);
+    set(&e, "INKWIRE_RATE_PER_MIN", "30");
+    set(&e, "INKWIRE_RATE_BURST", "5");
+    set(&e, "INKWIRE_RATE_CLOSE_AFTER", "0");
+    set(&e, "INKWIRE_REMINDER_LEAD_S", "2");
+    set(&e, "INKWIRE_REMINDER_TICK_MS", "50");
+    load_ok(&e, &c);
+    assert_int_equal(c.rate_per_min, 30);
+    assert_int_equal(c.rate_burst, 5);
+    assert_int_equal(c.rate_close_after, 0);
+    assert_int_equal(c.reminder_lead_s, 2);
+    assert_int_equal(c.reminder_tick_ms, 50);
+    srv_config_free(&c);
+
+    err_with("INKWIRE_RATE_PER_MIN", "-1", NULL);
+    err_with("INKWIRE_RATE_PER_MIN", "10000001", NULL);
+    err_with("INKWIRE_RATE_BURST", "1e3", NULL);
+    err_with("INKWIRE_RATE_CLOSE_AFTER", "x", NULL);
+    err_with("INKWIRE_REMINDER_LEAD_S", "2592001", NULL);
+    err_with("INKWIRE_REMINDER_LEAD_S", "0", "1 to 2592000");
+    err_with("INKWIRE_REMINDER_TICK_MS", "9", "10 to 600000");
 }
 
 /* Video consults and the console: TURN settings, grace, seats, console switch and dir. */
@@ -665,63 +818,6 @@ static void test_null_args(void **state)
     assert_int_equal(srv_config_load(&c, env_get, &e, NULL, 0), -1);
 }
 
-/* INKWIRE_AR_WATCH_HZ: default 10, 1..1000, nothing else. */
-static void test_ar_watch_hz(void **state)
-{
-    (void)state;
-    env e;
-    srv_config c;
-    base(&e);
-    load_ok(&e, &c);
-    assert_int_equal(c.ar_watch_hz, 10);
-    srv_config_free(&c);
-
-    base(&e);
-    set(&e, "INKWIRE_AR_WATCH_HZ", "1000");
-    load_ok(&e, &c);
-    assert_int_equal(c.ar_watch_hz, 1000);
-    srv_config_free(&c);
-
-    base(&e);
-    set(&e, "INKWIRE_AR_WATCH_HZ", "1");
-    load_ok(&e, &c);
-    assert_int_equal(c.ar_watch_hz, 1);
-    srv_config_free(&c);
-
-    err_with("INKWIRE_AR_WATCH_HZ", "0", "1 to 1000");
-    err_with("INKWIRE_AR_WATCH_HZ", "1001", "1 to 1000");
-    err_with("INKWIRE_AR_WATCH_HZ", "10hz", NULL);
-    err_with("INKWIRE_AR_WATCH_HZ", "-5", NULL);
-}
-
-/* -------------------------------------------------------------- group commit */
-
-/* INKWIRE_DB_BATCH_MAX: default 64, 1..4096, numbers only. */
-static void test_db_batch_max(void **state)
-{
-    (void)state;
-    env e;
-    srv_config c;
-    base(&e);
-    load_ok(&e, &c);
-    assert_int_equal(c.db_batch_max, 64);
-    srv_config_free(&c);
-    base(&e);
-    set(&e, "INKWIRE_DB_BATCH_MAX", "1");
-    load_ok(&e, &c);
-    assert_int_equal(c.db_batch_max, 1);
-    srv_config_free(&c);
-    base(&e);
-    set(&e, "INKWIRE_DB_BATCH_MAX", "4096");
-    load_ok(&e, &c);
-    assert_int_equal(c.db_batch_max, 4096);
-    srv_config_free(&c);
-    err_with("INKWIRE_DB_BATCH_MAX", "0", "1 to 4096");
-    err_with("INKWIRE_DB_BATCH_MAX", "4097", "1 to 4096");
-    err_with("INKWIRE_DB_BATCH_MAX", "16x", NULL);
-    err_with("INKWIRE_DB_BATCH_MAX", "", NULL);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -743,10 +839,12 @@ int main(void)
         cmocka_unit_test(test_free_zeroed_and_twice),
         cmocka_unit_test(test_failure_after_allocations_frees),
         cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_db_batch_max),
+        cmocka_unit_test(test_redis_list),
+        cmocka_unit_test(test_rate_and_reminders),
         cmocka_unit_test(test_ar_watch_hz),
         cmocka_unit_test(test_consult_and_console),
         cmocka_unit_test(test_null_args),
-        cmocka_unit_test(test_db_batch_max),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
