@@ -31,6 +31,11 @@ int srv_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     }
 
+    case LWS_CALLBACK_RECEIVE_PONG:
+        if (p->s)
+            srv_session_touch(p->s);
+        return 0;
+
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return p->s ? srv_session_writeable(p->s) : -1;
 

@@ -465,17 +465,11 @@ describe('slow consumer, SDK', () => {
   let srv3;
   after(async () => { await srv3?.stop(); });
 
-  // KNOWN SERVER BUG (found by this test, not fixed yet): hub.c subscribe_done
-  // pushes the whole replay (up to 1,000 events) into the socket's send queue in
-  // one go, so a replay larger than INKWIRE_SENDQ_BYTES/FRAMES trips the 4008
-  // rule at once; queue_clear() then drops even the subscribe reply. The client
-  // reconnects, resubscribes with the same since, and is cut again: forever, no
-  // progress. With the defaults (1 MiB) that is ~250 missed 4 KiB messages.
-  // Fix direction: do not count a replay against the slow-consumer bound (or
-  // pace it from WRITEABLE). Marked todo so that the suite stays green meanwhile.
-  test('an SDK client cut with 4008 reconnects with since and ends with every seq exactly once', {
-    todo: 'server bug: a replay larger than the send queue bound is cut with 4008 on every reconnect',
-  }, async () => {
+  // Found a server bug (fixed): the whole replay used to go into the send
+  // queue at once, so a replay larger than INKWIRE_SENDQ_BYTES/FRAMES tripped
+  // 4008 on every reconnect, forever. The hub now paces the replay as the
+  // socket drains (hub.c sub_pump).
+  test('an SDK client cut with 4008 reconnects with since and ends with every seq exactly once', async () => {
     srv3 = await startServer({ db, env: { ...LOAD, INKWIRE_SENDQ_BYTES: '65536', INKWIRE_SENDQ_FRAMES: '64' } });
     const id = await newConv('slow phone');
     const ch = `conv:${id}`;
