@@ -311,16 +311,27 @@ int srv_session_writeable(srv_session *s)
         return 0;
     }
     if (s->close_code && !s->q_count) {
+        if (s->close_sent)
+            return 0; /* lingering: waiting for the peer's close or the timeout */
         /* lws 4.1 drops a lws_close_reason() made from WRITEABLE (the peer
-         * sees 1006), so the close frame is written here, then the socket is
-         * closed. Payload: the code (big endian) and the reason. */
+         * sees 1006), so the close frame is written here. Payload: the code
+         * (big endian) and the reason. */
         uint8_t buf[LWS_PRE + 2 + sizeof s->close_reason];
         size_t rl = strlen(s->close_reason);
         buf[LWS_PRE] = (uint8_t)(s->close_code >> 8);
         buf[LWS_PRE + 1] = (uint8_t)(s->close_code & 0xff);
         memcpy(buf + LWS_PRE + 2, s->close_reason, rl);
-        lws_write(s->wsi, buf + LWS_PRE, 2 + rl, (enum lws_write_protocol)4 /* LWS_WRITE_CLOSE, internal in 4.1 */);
-        return -1;
+        if (lws_write(s->wsi, buf + LWS_PRE, 2 + rl,
+                      (enum lws_write_protocol)4 /* LWS_WRITE_CLOSE, internal in 4.1 */) < 0)
+            return -1;
+        /* Linger instead of closing at once: a socket closed with unread
+         * input (a client still sending) makes the kernel send a reset, and
+         * the reset can destroy the close frame in flight (peers saw 1006).
+         * Input is discarded (srv_session_rx ignores it once close_code is
+         * set); the peer's close ends it, or lws after 2 s. */
+        s->close_sent = true;
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_ACK, 2);
+        return 0;
     }
     if (!s->q_count)
         return 0;

@@ -87,6 +87,7 @@ typedef struct srv_session {
     size_t q_bytes;
 
     int close_code;         /* != 0: close with this code at the next WRITEABLE */
+    bool close_sent;        /* our close frame is out; lingering for the peer's */
     char close_reason[64];
 
     /* deadlines, checked by the session sweep (session.c) */
