@@ -57,12 +57,6 @@ static int ar_param(srv_req *r, char out[37])
     return 0;
 }
 
-static void reply_store_rc(srv_req *r, int rc)
-{
-    store_res fake = { .status = rc, .message = "unavailable" };
-    srv_req_store_error(r, &fake);
-}
-
 /* ================================================================== msgpack -> JSON */
 
 /* mp_to_json -- a msgpack object as a new jansson value, or NULL when it
@@ -134,10 +128,8 @@ static void create_done(const store_res *res, void *priv)
     }
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 201, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 201, &b, &pk) < 0)
         goto out;
-    }
     msgpack_pack_map(&pk, 2);
     proto_pack_cstr(&pk, "id");
     proto_pack_cstr(&pk, c->id);
@@ -191,7 +183,7 @@ void srv_h_ar_create(srv_req *r, const proto_request *pr)
     free(device);
     if (rc != 0) {
         free(c);
-        reply_store_rc(r, rc);
+        srv_req_submit_failed(r, rc);
     }
 }
 
@@ -382,10 +374,8 @@ static void events_done(const store_ingest_res *res, void *priv)
     memcpy(tid, r->s->tid, sizeof tid);
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 202, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 202, &b, &pk) < 0)
         goto out;
-    }
     msgpack_pack_map(&pk, 2);
     proto_pack_cstr(&pk, "accepted");
     msgpack_pack_int(&pk, c->n);
@@ -501,7 +491,7 @@ void srv_h_ar_events(srv_req *r, const proto_request *pr)
         if (rc == STORE_E_BUSY)
             srv_req_error(r, 503, "unavailable", "the telemetry ingest queue is full; retry later");
         else
-            reply_store_rc(r, rc == STORE_E_QUERY ? STORE_E_UNAVAILABLE : rc);
+            srv_req_submit_failed(r, rc == STORE_E_QUERY ? STORE_E_UNAVAILABLE : rc);
     }
 fail:
     proto_buf_free(&vb);
@@ -539,10 +529,8 @@ static void end_done(const store_res *res, void *priv)
     memcpy(tid, r->s->tid, sizeof tid);
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         goto out;
-    }
     msgpack_pack_map(&pk, 3);
     proto_pack_cstr(&pk, "id");
     proto_pack_cstr(&pk, c->id);
@@ -635,7 +623,7 @@ void srv_h_ar_end(srv_req *r, const proto_request *pr)
     int rc = store_tx(srv_g.db, s->tid, &st, 1, end_done, c);
     if (rc != 0) {
         free(c);
-        reply_store_rc(r, rc);
+        srv_req_submit_failed(r, rc);
     }
 }
 

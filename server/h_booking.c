@@ -128,10 +128,12 @@ static void reply_and_publish(srv_req *r, int status, const PGresult *pg, int da
     unsigned char *data = bytea_col(pg, 0, data_col, &dlen);
     proto_buf b;
     msgpack_packer pk;
-    if (!data || srv_reply_begin(r, status, &b, &pk) < 0) {
-        if (data)
-            PQfreemem(data);
+    if (!data) {
         srv_req_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    if (srv_reply_begin(r, status, &b, &pk) < 0) {
+        PQfreemem(data);
         return;
     }
     msgpack_pack_map(&pk, 1);
@@ -306,8 +308,7 @@ void srv_h_appt_create(srv_req *r, const proto_request *pr)
     rc = create_submit(c);
     if (rc != 0) {
         create_free(c);
-        store_res fake = { .status = rc, .message = "unavailable" };
-        srv_req_store_error(r, &fake);
+        srv_req_submit_failed(r, rc);
     }
 }
 
@@ -452,8 +453,7 @@ void srv_h_appt_update(srv_req *r, const proto_request *pr)
     int rc = update_submit(c);
     if (rc != 0) {
         update_free(c);
-        store_res fake = { .status = rc, .message = "unavailable" };
-        srv_req_store_error(r, &fake);
+        srv_req_submit_failed(r, rc);
     }
 }
 
@@ -474,10 +474,8 @@ static void list_done(const store_res *res, void *priv)
     int n = PQntuples(pg);
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         return;
-    }
     msgpack_pack_map(&pk, 1);
     proto_pack_cstr(&pk, "appointments");
     msgpack_pack_array(&pk, (size_t)n);
@@ -521,8 +519,7 @@ void srv_h_appt_list(srv_req *r, const proto_request *pr)
     };
     int rc = store_tx(srv_g.db, s->tid, st, 2, list_done, r);
     if (rc != 0) {
-        store_res fake = { .status = rc, .message = "unavailable" };
-        srv_req_store_error(r, &fake);
+        srv_req_submit_failed(r, rc);
     }
 }
 

@@ -72,9 +72,12 @@ static void send_done(const store_res *res, void *priv)
             seqb[1 + i] = (uint8_t)(seq >> (56 - 8 * i));
         size_t dlen = c->head.len + sizeof seqb + c->tail.len;
         uint8_t *data = malloc(dlen);
-        if (!data || srv_reply_begin(r, 201, &b, &pk) < 0) {
-            free(data);
+        if (!data) {
             srv_req_error(r, 500, "internal", "out of memory");
+            goto out;
+        }
+        if (srv_reply_begin(r, 201, &b, &pk) < 0) {
+            free(data);
             goto out;
         }
         memcpy(data, proto_buf_payload(&c->head), c->head.len);
@@ -96,10 +99,8 @@ static void send_done(const store_res *res, void *priv)
         goto out;
     }
     /* a retry: answer with the message stored the first time */
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         goto out;
-    }
     msgpack_pack_map(&pk, 1);
     proto_pack_cstr(&pk, "message");
     /* columns 2.. are id, conversation_id, seq, sender, sender_kind, text, created_at,
@@ -220,8 +221,7 @@ void srv_h_msg_send(srv_req *r, const proto_request *pr)
     int rc = send_submit(c);
     if (rc != 0) {
         send_ctx_free(c);
-        store_res fake = { .status = rc, .message = "unavailable" };
-        srv_req_store_error(r, &fake);
+        srv_req_submit_failed(r, rc);
     }
 }
 
@@ -251,10 +251,8 @@ static void history_done(const store_res *res, void *priv)
         n = (int)c->limit;
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         goto out;
-    }
     msgpack_pack_map(&pk, 2);
     proto_pack_cstr(&pk, "messages");
     msgpack_pack_array(&pk, (size_t)n);
@@ -311,8 +309,7 @@ void srv_h_msg_history(srv_req *r, const proto_request *pr)
     int rc = store_tx(srv_g.db, s->tid, st, 2, history_done, c);
     if (rc != 0) {
         free(c);
-        store_res fake = { .status = rc, .message = "unavailable" };
-        srv_req_store_error(r, &fake);
+        srv_req_submit_failed(r, rc);
     }
 }
 
@@ -369,10 +366,8 @@ static void conv_create_done(const store_res *res, void *priv)
     }
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 201, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 201, &b, &pk) < 0)
         goto out;
-    }
     msgpack_pack_map(&pk, 1);
     proto_pack_cstr(&pk, "conversation");
     msgpack_pack_map(&pk, 5);
@@ -471,8 +466,7 @@ void srv_h_conv_create(srv_req *r, const proto_request *pr)
     int rc = store_tx(srv_g.db, s->tid, st, 2, conv_create_done, c);
     if (rc != 0) {
         conv_ctx_free(c);
-        store_res fake = { .status = rc, .message = "unavailable" };
-        srv_req_store_error(r, &fake);
+        srv_req_submit_failed(r, rc);
     }
 }
 
@@ -487,10 +481,8 @@ static void conv_list_done(const store_res *res, void *priv)
     int n = PQntuples(pg);
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         return;
-    }
     msgpack_pack_map(&pk, 1);
     proto_pack_cstr(&pk, "conversations");
     msgpack_pack_array(&pk, (size_t)n);
@@ -530,7 +522,6 @@ void srv_h_conv_list(srv_req *r, const proto_request *pr)
     store_stmt st = { store_sql_conv_list, 4, params, NULL, NULL };
     int rc = store_tx(srv_g.db, s->tid, &st, 1, conv_list_done, r);
     if (rc != 0) {
-        store_res fake = { .status = rc, .message = "unavailable" };
-        srv_req_store_error(r, &fake);
+        srv_req_submit_failed(r, rc);
     }
 }

@@ -66,8 +66,7 @@ void srv_chat_publish(const char *tid, const char *conv, const char *ev, uint64_
 
 void srv_chat_submit_failed(srv_req *r, int rc)
 {
-    store_res fake = { .status = rc, .message = "unavailable" };
-    srv_req_store_error(r, &fake);
+    srv_req_submit_failed(r, rc);
 }
 
 /* ================================================================== the message map */
@@ -295,10 +294,8 @@ static void mod_done(const store_res *res, void *priv)
     uint64_t seq = strtoull(PQgetvalue(pg, 0, 1), NULL, 10);
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         goto out;
-    }
     const proto_buf *msg = c->del ? &c->reply : &c->data;
     msgpack_pack_map(&pk, 1);
     proto_pack_cstr(&pk, "message");

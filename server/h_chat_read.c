@@ -59,10 +59,8 @@ static void read_done(const store_res *res, void *priv)
     uint64_t unread = strtoull(PQgetvalue(res->res[1], 0, 1), NULL, 10);
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         goto out;
-    }
     msgpack_pack_map(&pk, 3);
     proto_pack_cstr(&pk, "conversation_id");
     proto_pack_cstr(&pk, c->conv);
@@ -275,10 +273,8 @@ static void typing_apply(srv_req *r, srv_typing *t, bool state)
     typing_arm(t, now); /* active: the expiry is 6 s after this (last) true */
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         return;
-    }
     msgpack_pack_map(&pk, 3);
     proto_pack_cstr(&pk, "conversation_id");
     proto_pack_cstr(&pk, t->conv);

@@ -93,8 +93,7 @@ static int body_uuid(const msgpack_object *body, const char *key, char out[37])
 
 static void reply_store_rc(srv_req *r, int rc)
 {
-    store_res fake = { .status = rc, .message = "unavailable" };
-    srv_req_store_error(r, &fake);
+    srv_req_submit_failed(r, rc);
 }
 
 static const char *kind_of(const srv_session *s)
@@ -331,7 +330,6 @@ static void create_done(const store_res *res, void *priv)
     msgpack_packer pk;
     if (srv_reply_begin(r, 201, &b, &pk) < 0) {
         free(members);
-        srv_req_error(r, 500, "internal", "out of memory");
         goto out;
     }
     msgpack_pack_map(&pk, 5);
@@ -423,10 +421,8 @@ static void list_done(const store_res *res, void *priv)
     int n = PQntuples(pg);
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         return;
-    }
     msgpack_pack_map(&pk, 1);
     proto_pack_cstr(&pk, "consults");
     msgpack_pack_array(&pk, (size_t)n);
@@ -557,10 +553,8 @@ static void join_done(const store_res *res, void *priv)
 
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         goto out;
-    }
     msgpack_pack_map(&pk, 9);
     proto_pack_cstr(&pk, "id");
     proto_pack_cstr(&pk, c->id);
@@ -805,10 +799,8 @@ void srv_h_consult_signal(srv_req *r, const proto_request *pr)
     proto_buf_free(&b);
 
     proto_buf rb;
-    if (srv_reply_begin(r, 202, &rb, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 202, &rb, &pk) < 0)
         return;
-    }
     msgpack_pack_map(&pk, 1);
     proto_pack_cstr(&pk, "n");
     msgpack_pack_uint64(&pk, n);
@@ -833,9 +825,7 @@ void srv_h_consult_leave(srv_req *r, const proto_request *pr)
     seated_add(gone.session_id, -1);
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
-    } else {
+    if (srv_reply_begin(r, 200, &b, &pk) == 0) {
         msgpack_pack_map(&pk, 1);
         proto_pack_cstr(&pk, "id");
         proto_pack_cstr(&pk, id);
@@ -897,10 +887,8 @@ static void end_done(const store_res *res, void *priv)
         proto_buf_free(&b);
     }
     slog_info(s, "consult %s ended", c->id);
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         goto out;
-    }
     msgpack_pack_map(&pk, 2);
     proto_pack_cstr(&pk, "id");
     proto_pack_cstr(&pk, c->id);

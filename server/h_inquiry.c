@@ -130,9 +130,7 @@ static void create_done(const store_res *res, void *priv)
     uint64_t seq = strtoull(PQgetvalue(res->res[0], 0, 0), NULL, 10);
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 201, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
-    } else {
+    if (srv_reply_begin(r, 201, &b, &pk) == 0) {
         msgpack_pack_map(&pk, 2);
         proto_pack_cstr(&pk, "inquiry");
         proto_pack_raw(&pk, proto_buf_payload(&c->data), c->data.len);
@@ -265,8 +263,7 @@ void srv_h_inquiry_create(srv_req *r, const proto_request *pr)
         rc = STORE_E_QUERY;
         srv_req_error(r, 500, "internal", "out of memory");
     } else if ((rc = store_tx(srv_g.db, c->tid, &st, 1, create_done, c)) != 0) {
-        store_res fake = { .status = rc, .message = "unavailable" };
-        srv_req_store_error(r, &fake);
+        srv_req_submit_failed(r, rc);
     }
     free(dates_json);
     free(text_z);
@@ -287,10 +284,8 @@ static void list_done(const store_res *res, void *priv)
     const PGresult *pg = res->res[0];
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         return;
-    }
     msgpack_pack_map(&pk, 1);
     proto_pack_cstr(&pk, "inquiries");
     msgpack_pack_array(&pk, (uint32_t)PQntuples(pg));
@@ -346,8 +341,7 @@ void srv_h_inquiry_list(srv_req *r, const proto_request *pr)
     };
     int rc = store_tx(srv_g.db, s->tid, st, 2, list_done, r);
     if (rc != 0) {
-        store_res fake = { .status = rc, .message = "unavailable" };
-        srv_req_store_error(r, &fake);
+        srv_req_submit_failed(r, rc);
     }
 }
 
@@ -380,9 +374,7 @@ static void claim_done(const store_res *res, void *priv)
     uint64_t seq = strtoull(PQgetvalue(cl, 0, 0), NULL, 10);
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
-    } else {
+    if (srv_reply_begin(r, 200, &b, &pk) == 0) {
         msgpack_pack_map(&pk, 5);
         proto_pack_cstr(&pk, "inquiry_id");
         proto_pack_cstr(&pk, c->id);
@@ -455,8 +447,7 @@ void srv_h_inquiry_claim(srv_req *r, const proto_request *pr)
     };
     int rc = c->data.oom ? STORE_E_QUERY : store_tx(srv_g.db, c->tid, st, 2, claim_done, c);
     if (rc != 0) {
-        store_res fake = { .status = rc, .message = "unavailable" };
-        srv_req_store_error(r, &fake);
+        srv_req_submit_failed(r, rc);
         proto_buf_free(&c->data);
         free(c);
     }

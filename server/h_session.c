@@ -93,10 +93,8 @@ static void lookup_done(const store_res *res, void *priv)
         srv_session_set_expiry(s, exp_ms);
         proto_buf b;
         msgpack_packer pk;
-        if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-            srv_req_error(r, 500, "internal", "out of memory");
+        if (srv_reply_begin(r, 200, &b, &pk) < 0)
             goto out;
-        }
         msgpack_pack_map(&pk, 1);
         proto_pack_cstr(&pk, "expires_at");
         msgpack_pack_int64(&pk, exp_ms);
@@ -140,10 +138,8 @@ static void lookup_done(const store_res *res, void *priv)
 
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         goto out;
-    }
     msgpack_pack_map(&pk, 6);
     proto_pack_cstr(&pk, "session_id");
     proto_pack_cstr(&pk, s->session_id);
@@ -197,8 +193,7 @@ static void start_lookup(srv_req *r, const tenant_claims *claims, bool refresh)
     if (rc != 0) {
         if (!refresh)
             r->s->state = SESS_NEW;
-        store_res fake = { .status = rc, .message = "unavailable" };
-        srv_req_store_error(r, &fake);
+        srv_req_submit_failed(r, rc);
         free(a);
     }
 }

@@ -146,6 +146,13 @@ static void store_failed(http_pss *p, const store_res *res)
     respond_error(p, 500, "internal", "internal error");
 }
 
+/* store_tx refused the transaction (its return code rc). */
+static void submit_failed(http_pss *p, int rc)
+{
+    store_res res = { .status = rc, .sqlstate = "", .message = "not submitted" };
+    store_failed(p, &res);
+}
+
 /* ---- readiness --------------------------------------------------------- */
 
 static void ready_release(http_op *op)
@@ -311,8 +318,7 @@ static void put_tenant(http_pss *p, const char *tid, json_t *j)
     int rc = store_tx(srv_g.db, tid, st, 2, tenant_done, op);
     if (rc != 0) {
         op_free(op);
-        store_res fake = { .status = rc, .sqlstate = "", .message = "unavailable" };
-        store_failed(p, &fake);
+        submit_failed(p, rc);
     }
 }
 
@@ -383,8 +389,7 @@ static void put_member(http_pss *p, const char *tid, const char *mid, json_t *j)
     int rc = store_tx(srv_g.db, tid, st, 3, member_put_done, op);
     if (rc != 0) {
         op_free(op);
-        store_res fake = { .status = rc, .sqlstate = "", .message = "unavailable" };
-        store_failed(p, &fake);
+        submit_failed(p, rc);
     }
 }
 
@@ -423,8 +428,7 @@ static void delete_member(http_pss *p, const char *tid, const char *mid)
     int rc = store_tx(srv_g.db, tid, &st, 1, member_delete_done, op);
     if (rc != 0) {
         op_free(op);
-        store_res fake = { .status = rc, .sqlstate = "", .message = "unavailable" };
-        store_failed(p, &fake);
+        submit_failed(p, rc);
     }
 }
 
@@ -610,8 +614,7 @@ static void serve_publish(http_pss *p)
         op_free(po->op);
         proto_buf_free(&po->data);
         free(po);
-        store_res fake = { .status = rc, .sqlstate = "", .message = "unavailable" };
-        store_failed(p, &fake);
+        submit_failed(p, rc);
     }
 }
 

@@ -710,10 +710,8 @@ static void subscribe_done(const store_res *res, void *priv)
 
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         goto out;
-    }
     msgpack_pack_map(&pk, 3);
     proto_pack_cstr(&pk, "channel");
     proto_pack_cstr(&pk, c->name);
@@ -842,8 +840,7 @@ void srv_h_subscribe(srv_req *r, const proto_request *pr)
     rc = store_tx(srv_g.db, s->tid, c->is_conv ? st : st + 1, n, subscribe_done, c);
     if (rc != 0) {
         sub_remove(sub);
-        store_res fake = { .status = rc, .message = "unavailable" };
-        srv_req_store_error(r, &fake);
+        srv_req_submit_failed(r, rc);
         free(c);
     }
 }
@@ -867,10 +864,8 @@ void srv_h_unsubscribe(srv_req *r, const proto_request *pr)
     sub_remove(sub);
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         return;
-    }
     msgpack_pack_map(&pk, 1);
     proto_pack_cstr(&pk, "channel");
     proto_pack_cstr(&pk, name);

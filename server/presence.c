@@ -634,10 +634,8 @@ static void reply_presence_put(srv_req *r, const pres_local *m)
 {
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         return;
-    }
     pres_entry e = local_entry(m);
     pack_entry(&pk, &e, false);
     srv_reply_end(r, &b);
@@ -729,10 +727,15 @@ static void list_cb(struct redisReply *rep, void *priv)
     char(*vals)[512] = calloc(n ? n : 1, sizeof *vals);
     proto_buf b;
     msgpack_packer pk;
-    if (!e || !vals || srv_reply_begin(r, 200, &b, &pk) < 0) {
+    if (!e || !vals) {
         free(e);
         free(vals);
         srv_req_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
+        free(e);
+        free(vals);
         return;
     }
     size_t k = 0;
@@ -771,10 +774,8 @@ void srv_h_presence_get(srv_req *r, const proto_request *pr)
     }
     proto_buf b;
     msgpack_packer pk;
-    if (srv_reply_begin(r, 200, &b, &pk) < 0) {
-        srv_req_error(r, 500, "internal", "out of memory");
+    if (srv_reply_begin(r, 200, &b, &pk) < 0)
         return;
-    }
     uint32_t k = 0;
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1)

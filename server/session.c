@@ -389,8 +389,10 @@ static void req_done(srv_req *r, int status)
 
 int srv_reply_begin(srv_req *r, int status, proto_buf *b, msgpack_packer *pk)
 {
-    if (srv_buf_init(b) < 0)
+    if (srv_buf_init(b) < 0) {
+        srv_req_error(r, 500, "internal", "out of memory");
         return -1;
+    }
     proto_packer_init(pk, b);
     proto_pack_reply_head(pk, r->id, status);
     r->status = status;
@@ -440,6 +442,12 @@ void srv_req_store_error(srv_req *r, const store_res *res)
                r->route >= 0 ? srv_route_table[r->route].pattern : "?", res->sqlstate,
                res->message);
     srv_req_error(r, 500, "internal", "internal error");
+}
+
+void srv_req_submit_failed(srv_req *r, int rc)
+{
+    store_res res = { .status = rc, .message = "not submitted" };
+    srv_req_store_error(r, &res);
 }
 
 int srv_req_param(const srv_req *r, int i, char *out, size_t outlen)

@@ -147,7 +147,9 @@ typedef struct srv_req {
     char pbuf[160];         /* copied path parameters */
 } srv_req;
 
-/* Start a reply: packs the reply head into b (inited by this call). */
+/* Start a reply: packs the reply head into b (inited by this call). Returns
+ * 0, or -1 when out of memory: then it has answered 500 and freed r itself,
+ * and the caller only cleans up its own state. */
 int srv_reply_begin(srv_req *r, int status, proto_buf *b, msgpack_packer *pk);
 /* Finish: send b's frame to the session and free the request. */
 void srv_reply_end(srv_req *r, proto_buf *b);
@@ -158,6 +160,8 @@ void srv_req_error_retry(srv_req *r, int status, const char *code, const char *m
                          int64_t retry_after_ms);
 /* The same, for a storage failure (503 for unavailable/busy, 500 otherwise). */
 void srv_req_store_error(srv_req *r, const store_res *res);
+/* The same, for a transaction that store_tx refused to take (its return code). */
+void srv_req_submit_failed(srv_req *r, int rc);
 /* Copy a path parameter as a C string; returns its length or -1 when too long. */
 int srv_req_param(const srv_req *r, int i, char *out, size_t outlen);
 
