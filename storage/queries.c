@@ -89,7 +89,7 @@ const char store_sql_msg_send[] =
     "), existing AS ("
     "  SELECT m.* FROM messages m"
     "   WHERE m.studio_id = $1::uuid"
-    "     AND COALESCE(m.sender_user_id, m.sender_client_id) = $3::uuid"
+    "     AND m.sender_id = $3::uuid"
     "     AND m.client_msg_id = $6::uuid"
     "), head AS ("
     "  INSERT INTO channel_heads AS h (studio_id, channel, seq)"
@@ -169,7 +169,7 @@ const char store_sql_msg_edit[] =
     "    FROM acc"
     "   WHERE acc.a = 'ok' AND m.studio_id = $1::uuid AND m.conversation_id = $2::uuid"
     "     AND m.id = $6::uuid AND m.deleted_at IS NULL"
-    "     AND COALESCE(m.sender_user_id, m.sender_client_id) = $3::uuid"
+    "     AND m.sender_id = $3::uuid"
     "  RETURNING m.seq"
     APPEND_EVENT("message.updated", "$9::bytea", "to_timestamp($8::bigint / 1000.0)");
 
@@ -182,7 +182,7 @@ const char store_sql_msg_delete[] =
     "    FROM acc"
     "   WHERE acc.a = 'ok' AND m.studio_id = $1::uuid AND m.conversation_id = $2::uuid"
     "     AND m.id = $6::uuid AND m.deleted_at IS NULL"
-    "     AND (COALESCE(m.sender_user_id, m.sender_client_id) = $3::uuid"
+    "     AND (m.sender_id = $3::uuid"
     "          OR ($4 = 'user' AND $5 = 'owner'))"
     "  RETURNING m.seq"
     APPEND_EVENT("message.deleted", "$8::bytea", "to_timestamp($7::bigint / 1000.0)");
