@@ -710,13 +710,20 @@ static int store__send_one(store__conn *c, const char *sql, int nparams, const c
 }
 
 /* store__send_queries -- one job's queries (a JOB_TX's set_config first), no
- * Sync. Returns 0, or -1 when libpq refused. */
-static int store__send_queries(store__conn *c, const store__job *j)
+ * Sync. Inside a batch, a member whose tenant is the previous member's
+ * (prev_studio) needs no set_config: the transaction-local setting still
+ * holds, and batches are sorted by key, so same-tenant members are adjacent.
+ * j->prelude records what was sent, so its results are routed right (and a
+ * re-run alone, with prev_studio NULL, sends set_config again).
+ * Returns 0, or -1 when libpq refused. */
+static int store__send_queries(store__conn *c, store__job *j, const char *prev_studio)
 {
-    if (j->kind == JOB_TX) {
+    j->prelude = 0;
+    if (j->kind == JOB_TX && !(prev_studio && strcmp(prev_studio, j->studio_id) == 0)) {
         const char *v[1] = {j->studio_id};
         if (store__send_one(c, store__set_tenant_sql, 1, v, NULL, NULL) != 0)
             return -1;
+        j->prelude = 1;
     }
     for (int i = 0; i < j->n; i++) {
         const store__pstmt *st = &j->stmts[i];
@@ -728,7 +735,7 @@ static int store__send_queries(store__conn *c, const store__job *j)
 
 /*
  * store__send -- queue the job's queries and its Sync into libpq's output
- * buffer and try to flush. A JOB_BATCH sends each member's set_config and
+ * buffer and try to flush. A JOB_BATCH sends each member's set_config (when its tenant changes) and
  * statements in member order and ONE Sync after the last. Returns 0, or -1
  * when libpq refused (the connection is then broken; the caller decides how
  * to fail it). Sets want_write when PQflush could not send everything.
@@ -740,10 +747,13 @@ static int store__send(store__conn *c, store__job *j)
         for (int m = 0; m < j->nmem; m++)
             if (store__prepare(c, j, j->members[m]) != 0)
                 return -1;
-        for (int m = 0; m < j->nmem; m++)
-            if (store__send_queries(c, j->members[m]) != 0)
+        const char *prev = NULL;
+        for (int m = 0; m < j->nmem; m++) {
+            if (store__send_queries(c, j->members[m], prev) != 0)
                 return -1;
-    } else if (store__prepare(c, j, j) != 0 || store__send_queries(c, j) != 0) {
+            prev = j->members[m]->studio_id;
+        }
+    } else if (store__prepare(c, j, j) != 0 || store__send_queries(c, j, NULL) != 0) {
         return -1;
     }
     if (!PQpipelineSync(pg))
