@@ -194,7 +194,10 @@ describe('drain on SIGTERM', () => {
       c.on('close', (e) => { c.closes.push(e.code); c.url = nodes[0].url; });
       watchers.push(c);
     }
-    // steady traffic from node 0 while the drainer drains
+    // steady traffic from node 0 while the drainer drains, paced at ~200
+    // messages/s like a busy studio: an unpaced sender outruns the replay cap
+    // (1,000 events) while the watchers reconnect, and they then rightly get
+    // recovered:false instead of a replay
     let acked = 0;
     let stop = false;
     const traffic = (async () => {
@@ -202,30 +205,36 @@ describe('drain on SIGTERM', () => {
         try {
           await owner.post(`/v1/conversations/${convId}/messages`, { client_msg_id: uuid(), text: `d${acked}` });
           acked++;
+          await new Promise((r) => setTimeout(r, 5));
         } catch (e) { // the plan's request rate: pace, as a real sender would
           if (e.status !== 429) throw e;
           await new Promise((r) => setTimeout(r, e.retryAfterMs || 50));
         }
       }
     })();
-    await waitFor(() => acked >= 10, 5000, 'traffic');
-    const t0 = Date.now();
-    d.kill('SIGTERM');
-    const info = await d.exited;
-    const drainMs = Date.now() - t0;
-    assert.equal(info.code, 0, `the drained node exits 0 (${JSON.stringify(info)}):\n${d.output().slice(-2000)}`);
-    assert.ok(drainMs < 9000, `drained in ${drainMs} ms`);
-    for (const c of watchers) assert.deepEqual(c.closes.slice(0, 1), [1001], 'closed with 1001 going away');
-    await waitFor(() => acked >= 30, 5000, 'more traffic after the drain');
-    stop = true;
-    await traffic;
-    for (const [i, c] of watchers.entries()) {
-      await waitFor(() => c.lastSeq(ch) === acked, 10000, `watcher ${i} caught up to ${acked}`);
-      const seqs = [...new Set(raw(c, ch).map((f) => f.seq))].sort((a, b) => a - b);
-      assert.equal(seqs.length, acked, `watcher ${i}: every acknowledged message, no gap`);
+    try {
+      await waitFor(() => acked >= 10, 5000, 'traffic');
+      const t0 = Date.now();
+      d.kill('SIGTERM');
+      const info = await d.exited;
+      const drainMs = Date.now() - t0;
+      assert.equal(info.code, 0, `the drained node exits 0 (${JSON.stringify(info)}):\n${d.output().slice(-2000)}`);
+      assert.ok(drainMs < 9000, `drained in ${drainMs} ms`);
+      for (const c of watchers) assert.deepEqual(c.closes.slice(0, 1), [1001], 'closed with 1001 going away');
+      await waitFor(() => acked >= 30, 5000, 'more traffic after the drain');
+      stop = true;
+      await traffic;
+      for (const [i, c] of watchers.entries()) {
+        await waitFor(() => c.lastSeq(ch) === acked, 10000, `watcher ${i} caught up to ${acked}`);
+        const seqs = [...new Set(raw(c, ch).map((f) => f.seq))].sort((a, b) => a - b);
+        assert.equal(seqs.length, acked, `watcher ${i}: every acknowledged message, no gap`);
+      }
+      console.log(`# drain: 6 sockets over INKWIRE_DRAIN_S=2 in ${drainMs} ms; ${acked} messages, none lost`);
+    } finally { // reconnecting clients left open would keep the test process alive
+      stop = true;
+      await traffic.catch(() => {});
+      owner.close();
+      for (const c of watchers) c.close();
     }
-    console.log(`# drain: 6 sockets over INKWIRE_DRAIN_S=2 in ${drainMs} ms; ${acked} messages, none lost`);
-    owner.close();
-    for (const c of watchers) c.close();
   });
 });
