@@ -19,7 +19,7 @@ static uv_signal_t sig_int, sig_term;
 static const struct lws_protocols protocols[] = {
     /* the first protocol serves plain HTTP and gates the upgrade */
     { "http", srv_http_callback, 0, 0, 0, NULL, 0 },
-    { "inkwire.v1", srv_ws_callback, 0, 4096, 0, NULL, 0 },
+    { "inkwire.v1", srv_ws_callback, 0, 1024, 0, NULL, 0 },
     { NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 
