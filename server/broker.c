@@ -27,7 +27,9 @@
  *     'I' 0x01 | audience (1 byte) | n (1 byte) | origin node id (n bytes) |
  *     seq (8 bytes big endian, 0 = ephemeral) | the event frame's bytes
  * The frame is the exact msgpack payload local subscribers get (encoded once,
- * at the origin). A node ignores its own messages (origin id).
+ * at the origin). A node ignores its own messages (origin id). The origin is
+ * the node id all workers of a node share (INKWIRE_WORKERS): a worker's
+ * siblings get its events over the bus (bus.c), never twice.
  *
  * hiredis 0.14 subscription quirk: an UNSUBSCRIBE reply deletes the channel's
  * callback, so a SUBSCRIBE sent before that reply arrives would lose its
@@ -411,7 +413,7 @@ static void handle_message(const char *rch, size_t rlen, const uint8_t *p, size_
     size_t olen = p[3];
     if (n < 4 + olen + 8)
         goto bad;
-    const char *me = srv_g.cfg->node_id;
+    const char *me = srv_worker.origin; /* shared by the node's workers */
     if (olen == strlen(me) && memcmp(p + 4, me, olen) == 0) {
         B.st.own_ignored++;
         return;
@@ -454,7 +456,7 @@ void srv_broker_publish(const char *tid, const char *channel, uint64_t seq, int 
         B.st.publish_dropped++;
         return;
     }
-    const char *me = srv_g.cfg->node_id;
+    const char *me = srv_worker.origin; /* shared by the node's workers */
     size_t olen = strlen(me);
     size_t n = 4 + olen + 8 + f->len;
     if (n > B.pub_cap) {

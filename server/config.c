@@ -42,7 +42,7 @@ enum {
     NUM_PRESENCE_GRACE, NUM_DRAIN, NUM_AR_WATCH_HZ,
     NUM_RATE_PER_MIN, NUM_RATE_BURST, NUM_RATE_CLOSE_AFTER, NUM_REMINDER_LEAD, NUM_REMINDER_TICK,
     NUM_TURN_TTL, NUM_CONSULT_GRACE, NUM_CONSULT_MAX,
-    NUM_DB_BATCH_MAX,
+    NUM_DB_BATCH_MAX, NUM_BUS_MB,
     NUM__COUNT
 };
 
@@ -87,6 +87,8 @@ static const cfg__num cfg__nums[NUM__COUNT] = {
                            "a consult participant whose socket drops keeps the seat this long"},
     [NUM_CONSULT_MAX] = {"INKWIRE_CONSULT_MAX", 2, 16, 3, "participants",
                          "most participants in one video consult"},
+    [NUM_BUS_MB] = {"INKWIRE_BUS_MB", 1, 1024, 8, "MiB",
+                    "each worker's ring of events for its sibling workers (INKWIRE_WORKERS > 1)"},
 };
 
 typedef struct cfg__ctx {
@@ -355,9 +357,9 @@ static int cfg__node_id(cfg__ctx *x, srv_config *c)
     char show[64];
     if (s != NULL) {
         size_t n = strlen(s);
-        if (n == 0 || n >= sizeof c->node_id) {
-            cfg__err(x, "INKWIRE_NODE_ID: must be 1 to %zu characters (got %zu)",
-                     sizeof c->node_id - 1, n);
+        if (n == 0 || n > SRV_NODE_ID_MAX) {
+            cfg__err(x, "INKWIRE_NODE_ID: must be 1 to %d characters (got %zu)", SRV_NODE_ID_MAX,
+                     n);
             return -1;
         }
         for (size_t i = 0; i < n; i++) {
@@ -376,7 +378,7 @@ static int cfg__node_id(cfg__ctx *x, srv_config *c)
     host[sizeof host - 1] = '\0';
     char pid[24];
     int pl = snprintf(pid, sizeof pid, "-%ld", (long)getpid());
-    size_t maxhost = sizeof c->node_id - 1 - (size_t)pl;
+    size_t maxhost = SRV_NODE_ID_MAX - (size_t)pl;
     size_t hl = strlen(host);
     if (hl > maxhost)
         hl = maxhost;
@@ -660,6 +662,34 @@ static int cfg__numbers(cfg__ctx *x, srv_config *c)
     c->turn_ttl_s = (unsigned)v[NUM_TURN_TTL];
     c->consult_grace_s = (unsigned)v[NUM_CONSULT_GRACE];
     c->consult_max = (unsigned)v[NUM_CONSULT_MAX];
+    c->bus_mb = (unsigned)v[NUM_BUS_MB];
+    return 0;
+}
+
+/*
+ * cfg__workers -- INKWIRE_WORKERS: 1..64, or "auto" = the online CPUs (at
+ * least 1, at most 64). More than one needs INKWIRE_REDIS_URL: presence and
+ * inquiry alerts are shared between workers the way they are between nodes. Run after cfg__redis. 0, or -1 with err set.
+ */
+static int cfg__workers(cfg__ctx *x, srv_config *c)
+{
+    const char *s = cfg__env(x, "INKWIRE_WORKERS");
+    char show[64];
+    unsigned long long v = 1;
+    if (s != NULL && strcmp(s, "auto") == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        v = n < 1 ? 1 : n > SRV_MAX_WORKERS ? SRV_MAX_WORKERS : (unsigned long long)n;
+    } else if (s != NULL && cfg__uint(s, 1, SRV_MAX_WORKERS, &v) != 0) {
+        cfg__err(x, "INKWIRE_WORKERS: must be a whole number from 1 to %d, or auto (got \"%s\")",
+                 SRV_MAX_WORKERS, cfg__show(s, show));
+        return -1;
+    }
+    c->workers = (unsigned)v;
+    if (c->workers > 1 && c->n_redis == 0) {
+        cfg__err(x, "INKWIRE_WORKERS: %u workers need INKWIRE_REDIS_URL (presence and inquiry "
+                 "alerts are shared between workers through Redis, as between nodes)", c->workers);
+        return -1;
+    }
     return 0;
 }
 
@@ -802,7 +832,7 @@ int srv_config_load(srv_config *c, srv_getenv_fn get, void *ud, char *err, size_
     if (cfg__node_id(&x, c) != 0 || cfg__tls(&x, c) != 0 || cfg__origins(&x, c) != 0 ||
         cfg__numbers(&x, c) != 0 || cfg__log_level(&x, c) != 0)
         goto fail;
-    if (cfg__consult(&x, c) != 0)
+    if (cfg__consult(&x, c) != 0 || cfg__workers(&x, c) != 0)
         goto fail;
     return 0;
 
@@ -866,6 +896,7 @@ void srv_config_usage(FILE *out, const char *argv0)
         {"INKWIRE_JWT_KEY", "(required)", "HS256 secret (>= 32 bytes), or PEM public key path"},
         {"INKWIRE_API_KEY", "(required)", "server API key for the back-office (>= 16 bytes)"},
         {"INKWIRE_NODE_ID", "<hostname>-<pid>", "this node's name: A-Z a-z 0-9 . _ -, <= 63 chars"},
+        {"INKWIRE_WORKERS", "1", "worker processes sharing the port (1..64, or auto = online CPUs); > 1 needs INKWIRE_REDIS_URL; consult rooms need 1"},
         {"INKWIRE_TLS_CERT", "(unset)", "PEM certificate chain; set with INKWIRE_TLS_KEY or not at all"},
         {"INKWIRE_TLS_KEY", "(unset)", "PEM private key for INKWIRE_TLS_CERT"},
         {"INKWIRE_ALLOWED_ORIGINS", "(any)", "comma-separated scheme://host[:port] allowed as Origin"},

@@ -16,6 +16,8 @@
 #define SRV_MAX_ORIGINS 32
 #define SRV_MAX_REDIS 16
 #define SRV_MAX_TURN_URLS 8
+#define SRV_MAX_WORKERS 64
+#define SRV_NODE_ID_MAX 63     /* INKWIRE_NODE_ID's longest; node_id has room for "-w<i>.<gen>" */
 
 /* One Redis instance of INKWIRE_REDIS_URL (redis://host[:port][/db]). */
 typedef struct srv_redis_addr {
@@ -32,7 +34,8 @@ typedef struct srv_config {
     tenant_alg jwt_alg;        /* INKWIRE_JWT_ALG, default HS256 */
     char *jwt_key;             /* INKWIRE_JWT_KEY, required (HS secret or PEM path) */
     char *api_key;             /* INKWIRE_API_KEY, required, >= 16 bytes */
-    char node_id[64];          /* INKWIRE_NODE_ID, default "<hostname>-<pid>" */
+    char node_id[80];          /* INKWIRE_NODE_ID, default "<hostname>-<pid>" (<= 63 chars; a
+                                  worker process appends "-w<i>", see workers.c) */
     char *tls_cert;            /* INKWIRE_TLS_CERT, both or neither */
     char *tls_key;             /* INKWIRE_TLS_KEY */
     char *allowed_origins[SRV_MAX_ORIGINS]; /* INKWIRE_ALLOWED_ORIGINS, comma separated */
@@ -69,6 +72,10 @@ typedef struct srv_config {
     unsigned consult_max;      /* INKWIRE_CONSULT_MAX participants per consult, default 3 (2..16) */
     int console;               /* INKWIRE_CONSOLE 0 (default) | 1: serve the studio console under /console/ */
     char *console_dir;         /* INKWIRE_CONSOLE_DIR, NULL = tools/console found at run time */
+    /* worker processes (the "many cores" issue) */
+    unsigned workers;          /* INKWIRE_WORKERS 1..64 or "auto" (online CPUs), default 1;
+                                  > 1 requires INKWIRE_REDIS_URL */
+    unsigned bus_mb;           /* INKWIRE_BUS_MB ring per worker between workers, default 8 (1..1024) */
 } srv_config;
 
 /* Returns the value of an environment variable, or NULL. */

@@ -19,7 +19,11 @@ static uv_signal_t sig_int, sig_term;
 static const struct lws_protocols protocols[] = {
     /* the first protocol serves plain HTTP and gates the upgrade */
     { "http", srv_http_callback, 0, 0, 0, NULL, 0 },
-    { "inkwire.v1", srv_ws_callback, 0, 1024, 0, NULL, 0 },
+    /* rx_buffer_size 1024 keeps an idle socket small; tx_packet_size must
+     * then be set, or lws caps every send() at the rx buffer size and copies
+     * the rest of a larger write into a buffer for later (a 64 KiB reply
+     * took 64 send() calls and a malloc) */
+    { "inkwire.v1", srv_ws_callback, 0, 1024, 0, NULL, 256 * 1024 },
     { NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 

@@ -140,7 +140,7 @@ static void lookup_done(const store_res *res, void *priv)
     msgpack_packer pk;
     if (srv_reply_begin(r, 200, &b, &pk) < 0)
         goto out;
-    msgpack_pack_map(&pk, 6);
+    msgpack_pack_map(&pk, 7);
     proto_pack_cstr(&pk, "session_id");
     proto_pack_cstr(&pk, s->session_id);
     proto_pack_cstr(&pk, "member");
@@ -167,6 +167,8 @@ static void lookup_done(const store_res *res, void *priv)
     msgpack_pack_int64(&pk, srv_now_ms());
     proto_pack_cstr(&pk, "expires_at");
     msgpack_pack_int64(&pk, exp_ms);
+    proto_pack_cstr(&pk, "node"); /* the worker serving the socket: "<node>-w<i>" with workers */
+    proto_pack_cstr(&pk, srv_g.cfg->node_id);
     srv_reply_end(r, &b);
 out:
     free(a);

@@ -147,6 +147,13 @@ static void deliver(srv_channel *ch, uint64_t seq, srv_frame *f)
 void srv_hub_publish_lossy(const char *tid, const char *channel, srv_frame *f)
 {
     srv_g.m.events_published++;
+    srv_hub_local_lossy(tid, channel, f);
+    srv_broker_publish(tid, channel, 0, SRV_AUD_ALL, f); /* other nodes: lossless lane there */
+    srv_bus_publish(tid, channel, 0, SRV_AUD_ALL, true, f); /* sibling workers: lossy lane */
+}
+
+void srv_hub_local_lossy(const char *tid, const char *channel, srv_frame *f)
+{
     char key[37 + 1 + CHANNEL_MAX];
     channel_key(key, sizeof key, tid, channel);
     srv_channel *ch = srv_map_get(&channels, key);
@@ -156,7 +163,6 @@ void srv_hub_publish_lossy(const char *tid, const char *channel, srv_frame *f)
         srv_session_send_lossy(sub->s, f);
         srv_g.m.deliveries++;
     }
-    srv_broker_publish(tid, channel, 0, SRV_AUD_ALL, f); /* other nodes: lossless lane there */
 }
 
 bool srv_hub_has_subscribers(const char *tid, const char *channel)
@@ -552,13 +558,15 @@ static void publish_local(const char *tid, const char *channel, uint64_t seq, sr
         channel_accept(ch, seq, f);
 }
 
-/* Local subscribers first, then the other nodes (Redis). */
+/* Local subscribers first, then the other nodes (Redis) and this node's
+ * other workers (the bus), each getting the frame bytes encoded here. */
 void srv_hub_publish_aud(const char *tid, const char *channel, uint64_t seq, srv_frame *f,
                          int audience)
 {
     srv_g.m.events_published++;
     publish_local(tid, channel, seq, f, audience);
     srv_broker_publish(tid, channel, seq, audience, f);
+    srv_bus_publish(tid, channel, seq, audience, false, f);
 }
 
 void srv_hub_publish(const char *tid, const char *channel, uint64_t seq, srv_frame *f)

@@ -1,7 +1,9 @@
 /*
  * log.h -- the one log macro family. Lines go to stderr as
  *   2026-11-22T10:00:00.123Z info  [tenant/session] message
- * where the bracket is "-/-" outside any session.
+ * where the bracket is "-/-" outside any session. With several worker
+ * processes (INKWIRE_WORKERS) a tag names the process before the bracket:
+ *   2026-11-22T10:00:00.123Z info  w1 [tenant/session] message   ("main" = the parent)
  */
 #ifndef INKWIRE_LOG_H
 #define INKWIRE_LOG_H
@@ -9,6 +11,7 @@
 enum { SRV_LOG_ERROR = 0, SRV_LOG_WARN = 1, SRV_LOG_INFO = 2, SRV_LOG_DEBUG = 3 };
 
 extern int srv_log_level;
+extern char srv_log_tag[16]; /* "" or "w<i> " / "main " (workers.c) */
 
 void srv_log_write(int level, const char *tenant, const char *session, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -1,6 +1,6 @@
 /*
  * main.c -- inkwire's entry point: --help, --version, configuration from
- * the environment, then srv_run().
+ * the environment, then srv_main() (one worker, or several supervised ones).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +35,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "inkwire: %s\n", err);
         return 1;
     }
-    int rc = srv_run(&cfg);
+    int rc = srv_main(&cfg);
     srv_config_free(&cfg);
     return rc;
 }

@@ -108,6 +108,8 @@ char *srv_metrics_render(size_t *len)
     counter(&t, "inkwire_sessions", "Authenticated sessions.", m->sessions_open, true);
     counter(&t, "inkwire_frames_in_total", "WebSocket messages received.", m->frames_in, false);
     counter(&t, "inkwire_frames_out_total", "WebSocket messages sent.", m->frames_out, false);
+    counter(&t, "inkwire_coalesced_writes_total", "Socket writes that carried several WebSocket messages.",
+            m->coalesced_writes, false);
     counter(&t, "inkwire_bytes_in_total", "Payload bytes received.", m->bytes_in, false);
     counter(&t, "inkwire_bytes_out_total", "Payload bytes sent.", m->bytes_out, false);
     counter(&t, "inkwire_events_published_total", "Events published to the hub.", m->events_published, false);

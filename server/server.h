@@ -16,4 +16,12 @@
  */
 int srv_run(const srv_config *cfg);
 
+/*
+ * srv_main -- the node: srv_run() itself with INKWIRE_WORKERS=1; with more,
+ * forks that many worker processes sharing the port and supervises them
+ * (workers.c) until SIGINT/SIGTERM. Returns the exit code (0 after a clean
+ * shutdown; 1 when the node could not start).
+ */
+int srv_main(const srv_config *cfg);
+
 #endif /* INKWIRE_SERVER_H */

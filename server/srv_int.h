@@ -95,6 +95,8 @@ typedef struct srv_session {
     int64_t last_rx_ms;     /* last frame or pong from the peer */
     bool want_ping, ping_sent;
     struct srv_session *all_prev, *all_next; /* every open session */
+    struct srv_session *flush_next; /* on the end-of-turn flush list (session.c) */
+    bool flush_listed;
 
     srv_sub *subs;          /* this session's subscriptions */
     struct srv_typing *typing; /* typing entries this session owns (h_chat_read.c) */
@@ -296,6 +298,7 @@ void srv_hub_free_all(void);
 typedef struct srv_metrics {
     unsigned long long connections_total, connections_open, sessions_open;
     unsigned long long frames_in, frames_out, bytes_in, bytes_out;
+    unsigned long long coalesced_writes; /* writes that carried several frames */
     unsigned long long slow_consumer_closes, events_published, deliveries;
     unsigned long long lossy_dropped;  /* lossy-lane frames dropped under pressure */
     unsigned long long reminder_scans, reminders_sent; /* h_booking.c */

@@ -227,6 +227,7 @@ long srv_utf8_count(const char *str, size_t len)
 /* ================================================================== log */
 
 int srv_log_level = SRV_LOG_INFO;
+char srv_log_tag[16];
 
 void srv_log_write(int level, const char *tenant, const char *session, const char *fmt, ...)
 {
@@ -241,7 +242,7 @@ void srv_log_write(int level, const char *tenant, const char *session, const cha
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s.%03ldZ %s [%s/%s] %s\n", ts, now.tv_nsec / 1000000,
-            names[level < 0 ? 0 : level > 3 ? 3 : level], tenant ? tenant : "-",
+    fprintf(stderr, "%s.%03ldZ %s %s[%s/%s] %s\n", ts, now.tv_nsec / 1000000,
+            names[level < 0 ? 0 : level > 3 ? 3 : level], srv_log_tag, tenant ? tenant : "-",
             session ? session : "-", msg);
 }

@@ -582,7 +582,8 @@ static void test_usage(void **state)
                           "INKWIRE_REMINDER_LEAD_S", "INKWIRE_REMINDER_TICK_MS",
                           "INKWIRE_AR_WATCH_HZ", "INKWIRE_TURN_URLS", "INKWIRE_TURN_SECRET",
                           "INKWIRE_TURN_TTL_S", "INKWIRE_CONSULT_GRACE_S", "INKWIRE_CONSULT_MAX",
-                          "INKWIRE_CONSOLE", "INKWIRE_CONSOLE_DIR", "INKWIRE_DB_BATCH_MAX"};
+                          "INKWIRE_CONSOLE", "INKWIRE_CONSOLE_DIR", "INKWIRE_DB_BATCH_MAX",
+                          "INKWIRE_WORKERS", "INKWIRE_BUS_MB"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         if (strstr(buf, vars[i]) == NULL)
             fail_msg("usage lacks %s", vars[i]);
@@ -671,6 +672,56 @@ static void test_redis_list(void **state)
     for (int i = 0; i < 17; i++)
         snprintf(list + strlen(list), sizeof list - strlen(list), "%sredis://h%d", i ? "," : "", i);
     err_with("INKWIRE_REDIS_URL", list, "more than 16");
+}
+
+/* -------------------------------------------------------------- workers */
+
+/* INKWIRE_WORKERS: default 1; 1..64 or auto; > 1 needs INKWIRE_REDIS_URL.
+ * INKWIRE_BUS_MB: default 8, 1..1024. */
+static void test_workers(void **state)
+{
+    (void)state;
+    env e;
+    srv_config c;
+    base(&e);
+    load_ok(&e, &c);
+    assert_int_equal(c.workers, 1);
+    assert_int_equal(c.bus_mb, 8);
+    srv_config_free(&c);
+
+    base(&e);
+    set(&e, "INKWIRE_WORKERS", "1");
+    load_ok(&e, &c); /* one worker needs no Redis */
+    assert_int_equal(c.workers, 1);
+    srv_config_free(&c);
+
+    base(&e);
+    set(&e, "INKWIRE_REDIS_URL", "redis://127.0.0.1:6379");
+    set(&e, "INKWIRE_WORKERS", "64");
+    set(&e, "INKWIRE_BUS_MB", "1");
+    load_ok(&e, &c);
+    assert_int_equal(c.workers, 64);
+    assert_int_equal(c.bus_mb, 1);
+    srv_config_free(&c);
+
+    base(&e);
+    set(&e, "INKWIRE_REDIS_URL", "redis://127.0.0.1:6379");
+    set(&e, "INKWIRE_WORKERS", "auto");
+    load_ok(&e, &c);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(c.workers, cpus < 1 ? 1 : cpus > 64 ? 64 : cpus);
+    srv_config_free(&c);
+
+    base(&e);
+    set(&e, "INKWIRE_WORKERS", "2");
+    load_err(&e, "INKWIRE_WORKERS", "need INKWIRE_REDIS_URL");
+    err_with("INKWIRE_WORKERS", "0", "1 to 64, or auto");
+    err_with("INKWIRE_WORKERS", "65", "1 to 64, or auto");
+    err_with("INKWIRE_WORKERS", "two", "1 to 64, or auto");
+    err_with("INKWIRE_WORKERS", "AUTO", "1 to 64, or auto");
+    err_with("INKWIRE_WORKERS", "", "1 to 64, or auto");
+    err_with("INKWIRE_BUS_MB", "0", "1 to 1024");
+    err_with("INKWIRE_BUS_MB", "1025", "1 to 1024");
 }
 
 /* ------------------------------------------------ rate limits, reminders */
@@ -841,6 +892,7 @@ int main(void)
         cmocka_unit_test(test_usage),
         cmocka_unit_test(test_db_batch_max),
         cmocka_unit_test(test_redis_list),
+        cmocka_unit_test(test_workers),
         cmocka_unit_test(test_rate_and_reminders),
         cmocka_unit_test(test_ar_watch_hz),
         cmocka_unit_test(test_consult_and_console),
