@@ -1,5 +1,6 @@
 /*
- * core.c -- the process: one libuv loop shared by libwebsockets (foreign loop)
+ * core.c -- the process (one worker: see workers.c for INKWIRE_WORKERS > 1):
+ * one libuv loop shared by libwebsockets (foreign loop)
  * and the PostgreSQL pool; start-up checks that fail fast with one clear
  * line; on SIGINT/SIGTERM a graceful drain (sockets told to go with 1001,
  * spread over INKWIRE_DRAIN_S; what is owed flushed), then a clean exit.
@@ -68,6 +69,7 @@ static void shutdown_now(void)
     drain_list = NULL;
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
+    srv_bus_stop();                 /* siblings' events are no longer read */
     srv_presence_stop();            /* lease and registration removed (queued to Redis) */
     srv_broker_stop();              /* flushes those commands, then disconnects */
     /* sockets first (sessions see their close), then the pool (pending
@@ -76,6 +78,7 @@ static void shutdown_now(void)
     srv_consult_stop();             /* consult rooms and their grace timers, likewise */
     srv_booking_stop();             /* the reminder timer, before the pool goes */
     srv_sessions_sweep_stop();
+    srv_workers_unlisten();         /* (several workers: our listener, before lws goes) */
     lws_context_destroy(srv_g.ctx);
     srv_g.ctx = NULL;
     store_close(srv_g.db);
@@ -164,6 +167,10 @@ int srv_run(const srv_config *cfg)
     char err[512];
     memset(&srv_g, 0, sizeof srv_g);
     srv_g.cfg = cfg;
+    if (srv_worker.n == 0) { /* one worker: the node is this process */
+        srv_worker.n = 1;
+        snprintf(srv_worker.origin, sizeof srv_worker.origin, "%s", cfg->node_id);
+    }
     srv_log_level = cfg->log_level;
     proto_limits_default(&srv_g.limits);
     srv_g.limits.max_frame = cfg->max_message;
@@ -201,7 +208,10 @@ int srv_run(const srv_config *cfg)
                    LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
     if (!strchr(cfg->listen_host, ':'))
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-    info.port = cfg->listen_port;
+
+    /* several workers share the port through our own SO_REUSEPORT listener
+     * (workers.c says why lws's cannot) */
+    info.port = srv_worker.n > 1 ? CONTEXT_PORT_NO_LISTEN_SERVER : cfg->listen_port;
     info.iface = cfg->listen_host;
     struct lws_protocols protos[3];
     memcpy(protos, protocols, sizeof protos);
@@ -226,7 +236,11 @@ int srv_run(const srv_config *cfg)
                 cfg->listen_host, cfg->listen_port);
         return 1;
     }
+    if (srv_worker.n > 1 && srv_workers_listen(&loop, srv_g.vhost, cfg) < 0)
+        return 1;
 
+    if (srv_bus_start(&loop) < 0)   /* sibling workers' events (INKWIRE_WORKERS > 1) */
+        return 1;
     srv_booking_start();            /* the reminder scheduler (h_booking.c) */
     srv_broker_start();             /* Redis between nodes (no-op without INKWIRE_REDIS_URL) */
     srv_presence_start();           /* node lease and reaper (with Redis) */
@@ -240,6 +254,7 @@ int srv_run(const srv_config *cfg)
     log_info("inkwire %s node %s listening on %s://%s:%d (ws%s://%s:%d/v1/ws)", INKWIRE_VERSION,
              cfg->node_id, cfg->tls_cert ? "https" : "http", cfg->listen_host, cfg->listen_port,
              cfg->tls_cert ? "s" : "", cfg->listen_host, cfg->listen_port);
+    srv_workers_ready();
 
     uv_run(&loop, UV_RUN_DEFAULT);
 

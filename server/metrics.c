@@ -148,6 +148,23 @@ char *srv_metrics_render(size_t *len)
         counter(&t, "inkwire_hub_backfilled_total", "Events delivered from the event log by gap fills and probes.", srv_hub_backfilled, false);
     }
 
+    {
+        /* every figure of this page is this worker's (INKWIRE_WORKERS): an
+         * HTTP request lands on any worker of the node */
+        srv_bus_stats b;
+        srv_bus_get_stats(&b);
+        counter(&t, "inkwire_worker", "Index of the worker process that answered (0..workers-1).", srv_worker.index, true);
+        counter(&t, "inkwire_workers", "Worker processes of this node (INKWIRE_WORKERS).", srv_worker.n, true);
+        counter(&t, "inkwire_bus_written_total", "Events this worker put on the bus for its sibling workers.", b.written, false);
+        counter(&t, "inkwire_bus_write_dropped_total", "Events too large for the bus ring (siblings backfill durable ones).", b.write_dropped, false);
+        counter(&t, "inkwire_bus_read_total", "Sibling workers' events delivered to this worker's subscribers.", b.read, false);
+        counter(&t, "inkwire_bus_skipped_total", "Sibling workers' events skipped (no subscriber here).", b.skipped, false);
+        counter(&t, "inkwire_bus_overruns_total", "Times this worker fell a ring behind a sibling and skipped to its head.", b.overruns, false);
+        counter(&t, "inkwire_bus_lost_bytes_total", "Ring bytes skipped by overruns (durable events are backfilled; lossy ones are lost).", b.lost_bytes, false);
+        counter(&t, "inkwire_bus_wakeups_sent_total", "eventfd writes to wake sleeping sibling workers.", b.wakeups_sent, false);
+        counter(&t, "inkwire_bus_wakeups_total", "Wake-ups of this worker by its eventfd.", b.wakeups, false);
+    }
+
     store_stats ss;
     store_get_stats(srv_g.db, &ss);
     counter(&t, "inkwire_store_connections_up", "PostgreSQL pool connections up.", ss.conns_up, true);

@@ -12,6 +12,7 @@
 #ifndef INKWIRE_SRV_INT_H
 #define INKWIRE_SRV_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -417,5 +418,102 @@ void srv_h_presence_get(srv_req *r, const proto_request *pr);
 void srv_h_inquiry_create(srv_req *r, const proto_request *pr);
 void srv_h_inquiry_list(srv_req *r, const proto_request *pr);
 void srv_h_inquiry_claim(srv_req *r, const proto_request *pr);
+
+/* ------------------------------------------------------------------ workers */
+/* workers.c: INKWIRE_WORKERS processes per node. With one worker, srv_main()
+ * is srv_run(); with more, the parent forks them and supervises. */
+
+typedef struct srv_worker_info {
+    unsigned index;         /* this worker, 0..n-1 (0 with one worker) */
+    unsigned n;             /* workers of the node (1 = no bus) */
+    char origin[80];        /* the node id all workers share: the broker's origin */
+} srv_worker_info;
+
+extern srv_worker_info srv_worker;
+
+/* The worker listens (the parent counts it as started). No-op with one worker. */
+void srv_workers_ready(void);
+/* With several workers: listen on INKWIRE_LISTEN with SO_REUSEPORT and hand
+ * accepted sockets to vh (made with CONTEXT_PORT_NO_LISTEN_SERVER). 0, or -1
+ * after printing one line to stderr. unlisten closes it (before the lws
+ * context goes). */
+int srv_workers_listen(uv_loop_t *loop, struct lws_vhost *vh, const srv_config *cfg);
+void srv_workers_unlisten(void);
+
+/* bus_ring.c -- a single-producer, many-consumer byte ring in shared memory.
+ * Entries are 8-aligned, each with an 8-byte header, never split at the end
+ * (a pad entry fills the tail instead). The producer writes an entry, then
+ * publishes it by a release store of head; consumers keep private cursors.
+ * A consumer overtaken by the producer (more than cap bytes behind, or its
+ * entry overwritten while it copied it -- checked seqlock style against
+ * reserve after the copy) skips to the head: an overrun. No locks. */
+typedef struct srv_ring {
+    _Alignas(64) _Atomic uint64_t head;   /* bytes committed since the start */
+    _Atomic uint64_t reserve;             /* end of the entry being written (>= head) */
+    _Alignas(64) uint64_t cap;            /* bytes, a multiple of 8, >= 64 */
+    uint8_t *data;                        /* cap bytes (same address in every process) */
+} srv_ring;
+
+/* Largest payload one entry can carry: a quarter of the ring. */
+#define SRV_RING_MAX_ENTRY(r) ((size_t)((r)->cap / 4 - 8))
+
+/* Set up an empty ring over data[cap] (cap rounded down to a multiple of 8). */
+void srv_ring_init(srv_ring *r, void *data, uint64_t cap);
+/* Producer: room for a payload of len bytes, contiguous; NULL when len is
+ * over SRV_RING_MAX_ENTRY. Nothing is visible until srv_ring_commit(). */
+void *srv_ring_begin(srv_ring *r, size_t len);
+/* Publish the entry begun (release store of head, then a full fence). */
+void srv_ring_commit(srv_ring *r);
+
+/* One entry as a consumer sees it (payload not yet validated). */
+typedef struct srv_ring_entry {
+    const uint8_t *p;       /* the payload, inside the ring */
+    size_t len;
+    uint64_t next;          /* the cursor after this entry */
+} srv_ring_entry;
+
+/* Consumer: the entry at *pos. Returns 1 (entry filled in), 0 (nothing new),
+ * or -1: overrun, *pos moved to the head and *lost_bytes (if not NULL) set
+ * to the bytes skipped. Pad entries are passed over. */
+int srv_ring_peek(const srv_ring *r, uint64_t *pos, srv_ring_entry *e, uint64_t *lost_bytes);
+/* Consumer, after copying what it needs out of e: true = the copy is good
+ * and *pos moves past e; false = the producer overwrote the entry meanwhile
+ * (discard the copy): an overrun, *pos moved to the head. */
+bool srv_ring_done(const srv_ring *r, uint64_t *pos, const srv_ring_entry *e,
+                   uint64_t *lost_bytes);
+
+/* The sleep/wake handshake (one armed flag per consumer, in shared memory).
+ * Consumer, having drained everything: srv_ring_arm() sets its flag, then
+ * looks at the heads again; true = nothing arrived, sleep (wait for the
+ * eventfd); false = something did (the flag is cleared again): drain more.
+ * Producer, after srv_ring_commit() (which ends with a full fence):
+ * srv_ring_take_armed() is true for a consumer that sleeps -- write its
+ * eventfd -- and clears the flag, so one wake-up covers a burst. */
+bool srv_ring_arm(_Atomic uint32_t *armed, const srv_ring *const *rings, const uint64_t *cursors,
+                  unsigned n);
+bool srv_ring_take_armed(_Atomic uint32_t *armed);
+
+/* bus.c -- events between the workers of a node, over one srv_ring per
+ * worker in a MAP_SHARED mapping made before the fork; one eventfd per worker
+ * wakes it, written only when the worker said it sleeps (its armed flag). */
+typedef struct srv_bus_stats {
+    unsigned long long written, write_dropped, read, skipped, overruns, lost_bytes;
+    unsigned long long wakeups_sent, wakeups;
+} srv_bus_stats;
+
+/* Parent, before forking: the mapping and eventfds for n workers with rings
+ * of mb MiB. 0, or -1 with a line in err. */
+int srv_bus_create(unsigned n, unsigned mb, char *err, size_t errlen);
+/* Worker: start consuming the siblings' rings (from their current heads) on
+ * loop. No-op with one worker. */
+int srv_bus_start(uv_loop_t *loop);
+void srv_bus_stop(void);
+/* Worker: hand an event to the sibling workers (frame bytes copied once). */
+void srv_bus_publish(const char *tid, const char *channel, uint64_t seq, int audience, bool lossy,
+                     const srv_frame *f);
+void srv_bus_get_stats(srv_bus_stats *out);
+
+/* hub.c, for the bus: the local half of srv_hub_publish_lossy. */
+void srv_hub_local_lossy(const char *tid, const char *channel, srv_frame *f);
 
 #endif /* INKWIRE_SRV_INT_H */
