@@ -4,13 +4,17 @@
 #
 # Starts a private PostgreSQL 15 (tools/pg.sh, temp dir, free port) and one
 # inkwire server, then drives it with build/inkwire-bot:
-#   idle      N idle authenticated sockets (each subscribed to its conversation);
-#             server RSS per socket (user space, from /proc/PID/status VmRSS)
+#   idle      N idle authenticated sockets (each subscribed to its conversation)
+#             held by one node of BENCH_IDLE_WORKERS worker processes (a process
+#             holds at most ~19,900: the fd limit is 20,000); server RSS per
+#             socket (user space, VmRSS of the workers, from /proc)
 #   fanout    one conversation, N owner sockets subscribed, its client publishes
-#             100-byte texts as fast as deliveries keep up: deliveries/s
+#             100-byte texts as fast as deliveries keep up: deliveries/s; then
+#             the same with INKWIRE_WORKERS=2 (the scaling from 1 to 2 workers)
 #   latency   chat: max msgs/s, then the same studios at 50% of it: e2e p99
 #   storm     N sockets subscribed, chat running, everyone drops and comes back
-#             with `since`: all recovered, gaps, dups, time to recover
+#             with `since`: all recovered, gaps, dups, time to recover (a node
+#             of BENCH_STORM_WORKERS workers)
 #   mix       every scenario the server serves at once (chat, presence churn,
 #             inquiries, AR telemetry; staff watch presence): errors must be 0
 #   peer      the same fan-out against nats-server's WebSocket listener (installed
@@ -29,12 +33,15 @@
 #   BENCH_ONLY         subset, e.g. "idle fanout" (default: all)
 #   BENCH_QUICK=1      small, fast sizes (2,000 sockets, 5 s) to check the tooling
 #   BENCH_SECONDS      measured seconds per run (default 10; quick 5)
-#   BENCH_IDLE         idle sockets (default 19,000: one server process holds at most
-#                      ~19,900 here, the fd limit is 20,000 per process)
+#   BENCH_IDLE         idle sockets (default 100,000)
+#   BENCH_IDLE_WORKERS INKWIRE_WORKERS of the idle run (default 8: 12,500 sockets each
+#                      even if SO_REUSEPORT spreads them unevenly)
 #   BENCH_FANOUT       fan-out subscribers (default 10,000)
 #   BENCH_FANOUT_SIZES sizes for the chart (default "1000 2500 5000 10000")
-#   BENCH_STORM        storm sockets (default 19,000; the target 20,000 needs a
-#                      second worker/node, see the report)
+#   BENCH_STORM        storm sockets (default 20,000)
+#   BENCH_STORM_WORKERS INKWIRE_WORKERS of the storm run (default 2)
+# A run with more than one worker starts a private redis-server (workers share
+# presence through Redis, as nodes do).
 #   BENCH_DB_POOL      INKWIRE_DB_POOL of the server (default 4)
 #   BENCH_DWINDOW      fan-out: messages in flight to all subscribers (default 16)
 #   BENCH_PEER_SIZE    NATS payload bytes (default: the bytes per delivery of the
@@ -59,9 +66,11 @@ QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     SECS=${BENCH_SECONDS:-5}; IDLE=${BENCH_IDLE:-2000}; FANOUT=${BENCH_FANOUT:-2000}
     STORM=${BENCH_STORM:-2000}; SIZES=${BENCH_FANOUT_SIZES:-"500 1000 2000"}
+    IDLE_W=${BENCH_IDLE_WORKERS:-2}; STORM_W=${BENCH_STORM_WORKERS:-2}
 else
-    SECS=${BENCH_SECONDS:-10}; IDLE=${BENCH_IDLE:-19000}; FANOUT=${BENCH_FANOUT:-10000}
-    STORM=${BENCH_STORM:-19000}; SIZES=${BENCH_FANOUT_SIZES:-"1000 2500 5000 10000"}
+    SECS=${BENCH_SECONDS:-10}; IDLE=${BENCH_IDLE:-100000}; FANOUT=${BENCH_FANOUT:-10000}
+    STORM=${BENCH_STORM:-20000}; SIZES=${BENCH_FANOUT_SIZES:-"1000 2500 5000 10000"}
+    IDLE_W=${BENCH_IDLE_WORKERS:-8}; STORM_W=${BENCH_STORM_WORKERS:-2}
 fi
 ONLY=${BENCH_ONLY:-"idle fanout latency storm mix peer chat ingest"}
 POOL=${BENCH_DB_POOL:-4}
@@ -69,7 +78,7 @@ OUT=$(realpath -m "${BENCH_OUT:-$BDIR/bench}")
 mkdir -p "$OUT"
 want() { case " $ONLY " in *" $1 "*) return 0 ;; esac; return 1; }
 
-TMP=""; PGDIR=""; SRV_PID=""; NATS_PID=""
+TMP=""; PGDIR=""; SRV_PID=""; NATS_PID=""; REDIS_PID=""; REDIS_URL=""
 stop_pid() { # stop_pid PID -- TERM, then KILL after 10 s
     local p=$1
     [ -n "$p" ] || return 0
@@ -80,6 +89,7 @@ stop_pid() { # stop_pid PID -- TERM, then KILL after 10 s
 cleanup() {
     stop_pid "$SRV_PID"; SRV_PID=""
     stop_pid "$NATS_PID"; NATS_PID=""
+    stop_pid "$REDIS_PID"; REDIS_PID=""
     [ -n "$PGDIR" ] && bash "$ROOT/tools/pg.sh" stop "$PGDIR" >/dev/null 2>&1
     [ -n "$TMP" ] && rm -rf "$TMP"
 }
@@ -103,13 +113,33 @@ JWT_KEY=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
 API_KEY=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
 export INKWIRE_JWT_KEY=$JWT_KEY INKWIRE_API_KEY=$API_KEY INKWIRE_JWT_ALG=HS256
 
-# start_server -- a fresh inkwire on a free port (fd limit raised to the hard
-# limit); the database keeps its data between runs (every run uses new studios).
+# ensure_redis -- a private redis-server on a free port (for runs with workers)
+ensure_redis() {
+    [ -n "$REDIS_URL" ] && return 0
+    command -v redis-server >/dev/null 2>&1 || die "redis-server not found (tools/bootstrap.sh installs it)"
+    local rp
+    rp=$(free_port) || die "no free port"
+    redis-server --bind 127.0.0.1 --port "$rp" --save "" --appendonly no >"$OUT/redis.log" 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 100); do
+        [ -n "$(ss -Hltn "sport = :$rp" 2>/dev/null)" ] && { REDIS_URL=redis://127.0.0.1:$rp; return 0; }
+        sleep 0.1
+    done
+    die "redis-server did not start"
+}
+
+# start_server [WORKERS] -- a fresh inkwire on a free port (fd limit raised to
+# the hard limit), one worker unless told; the database keeps its data between
+# runs (every run uses new studios).
 start_server() {
     stop_pid "$SRV_PID"
+    WORKERS=${1:-1}
+    local rurl=""
+    if [ "$WORKERS" -gt 1 ]; then ensure_redis; rurl=$REDIS_URL; fi
     PORT=$(free_port) || die "no free port"
     (
         ulimit -n "$(ulimit -Hn)"
+        INKWIRE_WORKERS=$WORKERS INKWIRE_REDIS_URL=$rurl \
         INKWIRE_LISTEN=127.0.0.1:$PORT INKWIRE_DATABASE_URL=$DBURL INKWIRE_DB_POOL=$POOL \
         INKWIRE_LOG_LEVEL=warn INKWIRE_DRAIN_S=1 INKWIRE_RATE_PER_MIN=10000000 INKWIRE_RATE_BURST=1000000 \
         INKWIRE_RATE_CLOSE_AFTER=0 exec "$BIN"
@@ -151,10 +181,9 @@ verdict() { # verdict VALUE OP LIMIT
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 say "machine: $(nproc) cores, load $LOAD; results in $OUT"
 
-start_server
-
 # ------------------------------------------------------------------ idle
 if want idle; then
+    start_server "$IDLE_W"
     # T studios of 1 owner + 99 clients; every socket authenticated and
     # subscribed (a client to its conversation, the owner to all 99).
     tn=$(( (IDLE + 99) / 100 ))
@@ -163,12 +192,12 @@ if want idle; then
     n=$(jget "$OUT/idle.json" ready)
     per=$(jget "$OUT/idle.json" rss_bytes_per_socket)
     kib=$(python3 -c "print(round($per/1024, 2))")
-    row "idle connections, one process" ">= 100,000" "$n" "$(verdict "$n" '>=' 100000)" \
-        "ramp $(jget "$OUT/idle.json" ramp_seconds) s; fd limit 20,000/process: 100,000 needs >= 6 workers or nodes"
+    row "idle connections, one node ($IDLE_W workers)" ">= 100,000" "$n" "$(verdict "$n" '>=' 100000)" \
+        "ramp $(jget "$OUT/idle.json" ramp_seconds) s; one process holds <= ~19,900 (fd limit 20,000)"
     row "user-space RSS per idle connection" "<= 6 KiB" "$kib KiB" "$(verdict "$kib" '<=' 6)" \
-        "VmRSS growth / sockets"
-    start_server
+        "VmRSS growth of the workers / sockets"
 fi
+start_server
 
 # ------------------------------------------------------------------ fan-out
 FAN_DAT=$OUT/fanout.dat
@@ -186,8 +215,17 @@ if want fanout; then
     [ -f "$OUT/fanout-$FANOUT.json" ] || { fanout_run "$FANOUT" "fanout-$FANOUT"
         printf '%s %s inkwire\n' "$FANOUT" "$(jget "$OUT/fanout-$FANOUT.json" deliveries_per_s)" >>"$FAN_DAT"; }
     d=$(jget "$OUT/fanout-$FANOUT.json" deliveries_per_s)
+    d1=$d
     row "fan-out deliveries/s, $FANOUT subscribers, 1 worker" ">= 500,000/s" "$(printf '%.0f' "$d")" \
         "$(verdict "$d" '>=' 500000)" "bot cpu $(jget "$OUT/fanout-$FANOUT.json" bot_cpu_pct)%, server cpu $(jget "$OUT/fanout-$FANOUT.json" server_cpu_pct)%"
+    # the same on 2 workers: subscribers spread over both by SO_REUSEPORT, the
+    # publisher's events reach the other worker over the shared-memory bus
+    start_server 2
+    fanout_run "$FANOUT" "fanout2w-$FANOUT"
+    d2=$(jget "$OUT/fanout2w-$FANOUT.json" deliveries_per_s)
+    row "fan-out scaling, 1 -> 2 workers ($FANOUT subscribers)" "(reported)" \
+        "$(printf '%.0f' "$d1") -> $(printf '%.0f' "$d2")/s (x$(python3 -c "print(round($d2 / max(1, $d1), 2))"))" "-" \
+        "2 workers: bot cpu $(jget "$OUT/fanout2w-$FANOUT.json" bot_cpu_pct)%, server cpu $(jget "$OUT/fanout2w-$FANOUT.json" server_cpu_pct)% (both workers); 2 cores shared with the bot"
     start_server
 fi
 
@@ -209,6 +247,7 @@ fi
 
 # ------------------------------------------------------------------ reconnect storm
 if want storm; then
+    start_server "$STORM_W"
     # studios of 1 owner + 99 clients; clients chat at 200 msgs/s in total
     # so events are missed during the drop and replayed with `since`.
     tn=$(( (STORM + 99) / 100 ))
@@ -221,7 +260,7 @@ if want storm; then
     nr=$(jget "$OUT/storm.json" not_recovered)
     ok=MISS
     [ "$done_" = True ] && [ "$gaps" -eq 0 ] && [ "$nr" -eq 0 ] && [ "$n" -ge 20000 ] && ok=PASS
-    row "reconnect storm, $n clients" "20,000, all recovered, 0 gaps" \
+    row "reconnect storm, $n clients ($STORM_W workers)" "20,000, all recovered, 0 gaps" \
         "back in ${t} s, gaps+dups+behind $gaps, unrecovered $nr" "$ok" \
         "recovered subscriptions $(jget "$OUT/storm.json" recovered)"
     start_server
@@ -314,7 +353,7 @@ fi
     printf '# inkwire benchmark results\n\n'
     printf -- '- date: %s\n- machine: %s cores, %s GiB; load average at start %s\n' \
         "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo)" "$LOAD"
-    printf -- '- server: %s (one process, INKWIRE_DB_POOL=%s); bot and server on the same cores\n' "$BIN" "$POOL"
+    printf -- '- server: %s (INKWIRE_DB_POOL=%s per worker; one worker unless the row says); bot and server on the same cores\n' "$BIN" "$POOL"
     printf -- '- measured window %s s per run; raw reports: *.json, *.log beside this file\n\n' "$SECS"
     printf '| benchmark | target | measured | verdict | note |\n|---|---|---|---|---|\n'
     for r in "${ROWS[@]}"; do

@@ -1998,7 +1998,7 @@ static void plan_slots(void)
 
 /* ================================================================== parent: report */
 
-static uint64_t proc_cpu_ticks(int pid)
+static uint64_t proc_cpu_ticks1(int pid)
 {
     if (pid <= 0)
         return 0;
@@ -2020,7 +2020,7 @@ static uint64_t proc_cpu_ticks(int pid)
     return (uint64_t)ut + stt;
 }
 
-static long proc_rss_kib(int pid)
+static long proc_rss_kib1(int pid)
 {
     if (pid <= 0)
         return 0;
@@ -2034,6 +2034,49 @@ static long proc_rss_kib(int pid)
         if (sscanf(line, "VmRSS: %ld", &kb) == 1)
             break;
     fclose(f);
+    return kb;
+}
+
+/* The server is a process tree with INKWIRE_WORKERS > 1: its parent only
+ * supervises, the workers hold the sockets. CPU and RSS are summed over the
+ * pid and its direct children (/proc/PID/task/PID/children). */
+static int proc_children(int pid, int *out, int max)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", pid, pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    int k = 0;
+    for (char *p = buf, *e; k < max; p = e) {
+        long v = strtol(p, &e, 10);
+        if (e == p)
+            break;
+        out[k++] = (int)v;
+    }
+    return k;
+}
+
+static uint64_t proc_cpu_ticks(int pid)
+{
+    int kids[256];
+    int n = pid > 0 ? proc_children(pid, kids, 256) : 0;
+    uint64_t t = proc_cpu_ticks1(pid);
+    for (int i = 0; i < n; i++)
+        t += proc_cpu_ticks1(kids[i]);
+    return t;
+}
+
+static long proc_rss_kib(int pid)
+{
+    int kids[256];
+    int n = pid > 0 ? proc_children(pid, kids, 256) : 0;
+    long kb = proc_rss_kib1(pid);
+    for (int i = 0; i < n; i++)
+        kb += proc_rss_kib1(kids[i]);
     return kb;
 }
 
@@ -2149,7 +2192,8 @@ static void usage(FILE *f)
 "  --max-pending N      handshakes in flight per process (default 256)\n"
 "  --per-src N          sockets per source address 127.0.0.2, .3, ... (default 20000;\n"
 "                       the kernel has ~28,000 ephemeral ports per source address)\n"
-"  --server-pid PID     report this process's CPU and RSS (the server under test)\n"
+"  --server-pid PID     report this process's CPU and RSS, with its children's (the server\n"
+"                       under test; INKWIRE_WORKERS > 1 makes it a parent of workers)\n"
 "  --peer nats          speak NATS over WebSocket to a nats-server (fan-out only)\n"
 "  --label NAME         name of the run in the report\n"
 "  --json               final report as one JSON object on stdout\n"
