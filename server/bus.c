@@ -40,6 +40,7 @@
 #include "server/srv_int.h"
 
 #define BUS__BUDGET 8192
+#define BUS__INTEREST 16384 /* interest slots per worker (hashed channels) */
 #define BUS__TID_MAX 36
 #define BUS__CHAN_MAX 255
 
@@ -59,6 +60,7 @@ typedef struct bus_ev {
 static struct {
     unsigned n, me;
     bus_slot *slots;
+    _Atomic uint32_t *interest;  /* n x BUS__INTEREST: channels each worker holds */
     size_t map_len;
     int efd[SRV_MAX_WORKERS];
     const srv_ring *rings[SRV_MAX_WORKERS]; /* the siblings' rings (NULL: our own) */
@@ -75,7 +77,8 @@ int srv_bus_create(unsigned n, unsigned mb, char *err, size_t errlen)
         snprintf(err, errlen, "bus: %u workers", n);
         return -1;
     }
-    size_t ctl = (n * sizeof(bus_slot) + 4095) & ~(size_t)4095;
+    size_t ctl = (n * sizeof(bus_slot) + n * BUS__INTEREST * sizeof(uint32_t) + 4095) &
+                 ~(size_t)4095;
     size_t cap = (size_t)mb << 20;
     size_t len = ctl + n * cap;
     void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
@@ -86,6 +89,7 @@ int srv_bus_create(unsigned n, unsigned mb, char *err, size_t errlen)
         return -1;
     }
     BUS.slots = m;
+    BUS.interest = (_Atomic uint32_t *)((uint8_t *)m + n * sizeof(bus_slot));
     BUS.map_len = len;
     BUS.n = n;
     for (unsigned i = 0; i < n; i++) {
@@ -98,6 +102,46 @@ int srv_bus_create(unsigned n, unsigned mb, char *err, size_t errlen)
         }
     }
     return 0;
+}
+
+/* ================================================================== interest */
+
+/* Which channels a worker holds, as counts in hashed slots (only the worker
+ * itself writes its row): lets a producer that needs a subscriber somewhere
+ * on the node before it does any work (AR live telemetry, h_ar.c) know
+ * whether a sibling has one. A collision only makes the answer "yes". */
+static uint32_t interest_slot(const char *tid, const char *channel)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = tid; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    h = (h ^ '|') * 16777619u;
+    for (const char *p = channel; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return h % BUS__INTEREST;
+}
+
+void srv_bus_interest(const char *tid, const char *channel, bool held)
+{
+    if (BUS.n < 2 || !BUS.polling)
+        return;
+    _Atomic uint32_t *c = &BUS.interest[BUS.me * BUS__INTEREST + interest_slot(tid, channel)];
+    if (held)
+        atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+    else if (atomic_load_explicit(c, memory_order_relaxed) > 0)
+        atomic_fetch_sub_explicit(c, 1, memory_order_relaxed);
+}
+
+bool srv_bus_siblings_hold(const char *tid, const char *channel)
+{
+    if (BUS.n < 2 || !BUS.polling)
+        return false;
+    uint32_t slot = interest_slot(tid, channel);
+    for (unsigned j = 0; j < BUS.n; j++)
+        if (j != BUS.me &&
+            atomic_load_explicit(&BUS.interest[j * BUS__INTEREST + slot], memory_order_relaxed))
+            return true;
+    return false;
 }
 
 /* ================================================================== producing */
@@ -255,6 +299,9 @@ int srv_bus_start(uv_loop_t *loop)
     if (BUS.n < 2)
         return 0;
     BUS.me = srv_worker.index;
+    /* a restarted worker holds no channel yet (whatever its predecessor held) */
+    for (unsigned k = 0; k < BUS__INTEREST; k++)
+        atomic_store_explicit(&BUS.interest[BUS.me * BUS__INTEREST + k], 0, memory_order_relaxed);
     for (unsigned i = 0; i < BUS.n; i++) {
         BUS.rings[i] = i == BUS.me ? NULL : &BUS.slots[i].ring;
         /* from now on: what the siblings published before, this worker's

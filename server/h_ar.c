@@ -17,7 +17,10 @@
  * the first tick that finds none frees it, so the next batch may be sent at
  * once without ever exceeding the rate. Telemetry frames use the lossy send
  * lane (srv_session_send_lossy): under pressure they are dropped, and they
- * never get a socket closed as a slow consumer.
+ * never get a socket closed as a slow consumer. A watch exists only while
+ * ar:<id> has a watcher in this process or in a sibling worker of the node
+ * (srv_hub_node_has_subscribers: the bus carries the frames there); a
+ * watcher on another node only gets telemetry ingested by its own node.
  *
  * End. One statement ends the session once and, for a session longer than
  * 120 s, appends ar.high_intent to the studio channel in the same transaction
@@ -258,7 +261,7 @@ static void watch_emit(ar_watch *w)
 static void watch_tick(lws_sorted_usec_list_t *sul)
 {
     ar_watch *w = lws_container_of(sul, ar_watch, sul);
-    if (w->n_vals && srv_hub_has_subscribers(w->tid, w->channel)) {
+    if (w->n_vals && srv_hub_node_has_subscribers(w->tid, w->channel)) {
         watch_emit(w);
         lws_sul_schedule(srv_g.ctx, 0, &w->sul, watch_tick, watch_interval_us());
         return;
@@ -316,7 +319,7 @@ static void watch_feed(const char *tid, const char *ar_id, const batch_latest *l
         return;
     char channel[3 + 37];
     snprintf(channel, sizeof channel, "ar:%s", ar_id);
-    if (!srv_hub_has_subscribers(tid, channel))
+    if (!srv_hub_node_has_subscribers(tid, channel))
         return;
     char key[sizeof ((ar_watch *)0)->key];
     snprintf(key, sizeof key, "%s|%s", tid, ar_id);
@@ -473,7 +476,7 @@ void srv_h_ar_events(srv_req *r, const proto_request *pr)
     memcpy(c->id, id, sizeof id);
     char channel[3 + 37];
     snprintf(channel, sizeof channel, "ar:%s", id);
-    if (srv_hub_has_subscribers(s->tid, channel) && (c->latest = calloc(1, sizeof *c->latest))) {
+    if (srv_hub_node_has_subscribers(s->tid, channel) && (c->latest = calloc(1, sizeof *c->latest))) {
         for (unsigned i = 0; i < n; i++)
             latest_put(c->latest->vals, &c->latest->n, ev[i].type, ev[i].type_len, ev[i].t_ms,
                        ev[i].v, ev[i].v_len);
@@ -557,7 +560,7 @@ static void end_done(const store_res *res, void *priv)
     /* tell the watchers (ephemeral) */
     char channel[3 + 37];
     snprintf(channel, sizeof channel, "ar:%s", c->id);
-    if (srv_hub_has_subscribers(tid, channel)) {
+    if (srv_hub_node_has_subscribers(tid, channel)) {
         proto_buf eb;
         msgpack_packer epk;
         if (srv_buf_init(&eb) == 0) {

@@ -173,6 +173,11 @@ bool srv_hub_has_subscribers(const char *tid, const char *channel)
     return ch && ch->subs;
 }
 
+bool srv_hub_node_has_subscribers(const char *tid, const char *channel)
+{
+    return srv_hub_has_subscribers(tid, channel) || srv_bus_siblings_hold(tid, channel);
+}
+
 static void gap_cb(lws_sorted_usec_list_t *sul);
 
 static void schedule_gap_fill(srv_channel *ch)
@@ -416,6 +421,7 @@ static srv_channel *channel_get(const char *tid, const char *name, bool create)
         free(ch);
         return NULL;
     }
+    srv_bus_interest(ch->tid, ch->name, true); /* the sibling workers may ask */
     /* one Redis subscription per (tenant, channel) while this node has it */
     ch->remote_ok = srv_broker_want(ch->tid, ch->name, true) == 1;
     ch->needs_probe = !ch->remote_ok;
@@ -431,6 +437,7 @@ static void channel_maybe_free(srv_channel *ch)
         srv_frame_unref(ch->pend[i].f);
     free(ch->pend);
     srv_broker_want(ch->tid, ch->name, false);
+    srv_bus_interest(ch->tid, ch->name, false);
     srv_map_del(&channels, ch->key);
     free(ch);
 }

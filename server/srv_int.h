@@ -276,8 +276,10 @@ struct srv_sub {
 void srv_hub_publish(const char *tid, const char *channel, uint64_t seq, srv_frame *f);
 /* Publish an ephemeral frame through the lossy lane (srv_session_send_lossy). */
 void srv_hub_publish_lossy(const char *tid, const char *channel, srv_frame *f);
-/* true when tenant tid's channel has at least one subscriber on this node. */
+/* true when tenant tid's channel has at least one subscriber in this process. */
 bool srv_hub_has_subscribers(const char *tid, const char *channel);
+/* The same, or (probably) in a sibling worker of this node (INKWIRE_WORKERS). */
+bool srv_hub_node_has_subscribers(const char *tid, const char *channel);
 /* Remove every subscription of a session (on close). */
 void srv_hub_drop_session(srv_session *s);
 /* The session's queue drained: feed it more of its subscriptions' replays. */
@@ -512,6 +514,10 @@ void srv_bus_stop(void);
 void srv_bus_publish(const char *tid, const char *channel, uint64_t seq, int audience, bool lossy,
                      const srv_frame *f);
 void srv_bus_get_stats(srv_bus_stats *out);
+/* Worker: the hub now holds (held) or dropped channel tid/channel. */
+void srv_bus_interest(const char *tid, const char *channel, bool held);
+/* true when a sibling worker may hold tid/channel (hashed: false positives). */
+bool srv_bus_siblings_hold(const char *tid, const char *channel);
 
 /* hub.c, for the bus: the local half of srv_hub_publish_lossy. */
 void srv_hub_local_lossy(const char *tid, const char *channel, srv_frame *f);

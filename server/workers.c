@@ -65,7 +65,7 @@ srv_worker_info srv_worker;
 typedef struct wk_kid {
     pid_t pid;              /* 0 = not running */
     unsigned gen;           /* restarts so far */
-    bool listened;          /* said it listens (SIGUSR1) at least once */
+    bool listened;          /* said it listens (WK__READY_SIG) since it started */
     bool ever_listened;
     int64_t started_ms, restart_at_ms; /* restart_at 0 = none due */
     unsigned backoff_ms;
@@ -175,10 +175,14 @@ void srv_workers_unlisten(void)
 
 /* ================================================================== supervision */
 
+/* "I listen", from a worker to the parent: a real-time signal, because those
+ * queue (with the sender's pid) where two SIGUSR1 sent at once would merge. */
+#define WK__READY_SIG (SIGRTMIN)
+
 void srv_workers_ready(void)
 {
     if (srv_worker.n > 1)
-        kill(getppid(), SIGUSR1);
+        kill(getppid(), WK__READY_SIG);
 }
 
 /*
@@ -258,7 +262,7 @@ static int supervise(const srv_config *cfg)
     sigaddset(&set, SIGCHLD);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, WK__READY_SIG);
     sigprocmask(SIG_BLOCK, &set, &oldmask);
 
     wk_kid kids[SRV_MAX_WORKERS];
@@ -313,7 +317,7 @@ static int supervise(const srv_config *cfg)
                      stopping ? "stopping now" : "draining", live);
             stopping = true;
             signal_all(kids, n, sig);
-        } else if (sig == SIGUSR1) {
+        } else if (sig == WK__READY_SIG) {
             for (unsigned i = 0; i < n; i++)
                 if (kids[i].pid == si.si_pid)
                     kids[i].listened = kids[i].ever_listened = true;

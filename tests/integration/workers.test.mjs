@@ -2,9 +2,9 @@
 // one port (SO_REUSEPORT), events between them over the shared-memory bus,
 // presence through Redis. Sockets land on both workers (the session reply's
 // `node` names the worker); a message reaches subscribers on both exactly
-// once, in order; presence crosses workers; a worker killed with SIGKILL is
-// restarted and the node keeps serving; SIGTERM to the parent stops every
-// worker. And INKWIRE_WORKERS=2 without INKWIRE_REDIS_URL refuses to start.
+// once, in order; presence and AR telemetry (the lossy lane) cross workers;
+// a worker killed with SIGKILL is restarted and the node keeps serving;
+// SIGTERM to the parent stops every worker. And INKWIRE_WORKERS=2 without INKWIRE_REDIS_URL refuses to start.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -118,6 +118,23 @@ describe('two workers, one port', () => {
     const list = await w1.get('/v1/presence');
     const me = (Array.isArray(list) ? list : []).find((e) => e.member_id === T.artists[0].id);
     assert.ok(me, `GET /v1/presence on worker 1 lists the artist: ${JSON.stringify(list)}`);
+  });
+
+  test('AR telemetry (the lossy lane) reaches a watcher on the other worker', async () => {
+    const watcher = socks.find((c) => c.session.node.endsWith('-w1'));
+    const cls = await spread(T.clients[0], { n: 1, want: [`${NODE_ID}-w0`] });
+    const poster = cls.find((c) => c.session.node.endsWith('-w0'));
+    const r = await poster.requestFull('POST', '/v1/ar-sessions', { design_id: 'koi-1', device: { model: 'Pixel 8', os: 'android', fps: 60 } });
+    assert.equal(r.status, 201);
+    const id = r.body.id;
+    await watcher.subscribe(`ar:${id}`, () => {});
+    const tele = () => watcher.frames.filter((f) => f.ch === `ar:${id}` && f.ev === 'ar.telemetry');
+    for (let b = 0; b < 5 && tele().length === 0; b++) {
+      const events = Array.from({ length: 10 }, (_, k) => ({ t: b * 10 + k, type: 'pose', v: { b, k } }));
+      assert.equal((await poster.requestFull('POST', `/v1/ar-sessions/${id}/events`, { events })).status, 202);
+      await new Promise((res) => setTimeout(res, 150));
+    }
+    await waitFor(() => tele().length > 0, 3000, 'ar.telemetry on worker 1');
   });
 
   test('a worker killed with SIGKILL is restarted and the node keeps serving', async () => {
