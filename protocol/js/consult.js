@@ -22,10 +22,26 @@
 // reordering is reported on 'error' (the server guarantees order, so this is
 // a check, not a repair).
 //
+// Who offers first: the JOINER. A seat that finds a peer present in its join
+// reply opens the connection with its tracks at once and so makes the pair's
+// first offer; a seat that learns of a peer by consult.peer_joined opens the
+// connection without tracks and adds them once that peer's offer is applied
+// (between setRemoteDescription and the answer's setLocalDescription, the
+// usual answerer pattern: they take the offer's transceivers and go into the
+// answer). Only if no offer comes within
+// `initialOfferWaitMs` does it add them anyway and offer itself. Glare is
+// still handled (perfect negotiation), but the usual call set-up never
+// collides: a polite side's rollback right at set-up trips a Chromium bug --
+// when the rollback drops the connection's only ICE gathering sessions
+// before the renderer has received its first network list, the connection's
+// network manager never signals the networks to the answer's gathering
+// session, which then gathers nothing, for good (an ICE restart does not
+// help; see tests/browser/README.md).
+//
 // Works in browsers (global RTCPeerConnection) and on Node with an injected
 // RTCPeerConnection (the tests use a fake one).
 
-const DEFAULTS = { restartIceOnResume: true };
+const DEFAULTS = { restartIceOnResume: true, initialOfferWaitMs: 3000 };
 
 /** A tiny event emitter that works in browsers and Node. */
 class Emitter {
@@ -49,7 +65,9 @@ class Emitter {
  * { kind: 'candidate', candidate } (null = end-of-candidates) and may return a
  * promise; a rejected send is reported through onError, never thrown into the
  * RTCPeerConnection's callbacks. handleSignal() takes the server's
- * consult.signal data ({ kind, sdp, candidate }).
+ * consult.signal data ({ kind, sdp, candidate }). `beforeAnswer()`, when
+ * given, runs after a remote offer is applied and before the answer is made
+ * (the place to add tracks that should go into that answer).
  *
  * Glare: both sides create offers at once. The impolite side ignores the
  * incoming offer (its own offer wins); the polite side's setRemoteDescription
@@ -57,11 +75,12 @@ class Emitter {
  * Its own changes are then negotiated again (negotiationneeded fires anew).
  */
 export class PerfectNegotiator {
-  constructor(pc, { polite, send, onError = () => {} }) {
+  constructor(pc, { polite, send, onError = () => {}, beforeAnswer = null }) {
     this.pc = pc;
     this.polite = !!polite;
     this.send = send;
     this.onError = onError;
+    this.beforeAnswer = beforeAnswer;
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.isSettingRemoteAnswerPending = false;
@@ -109,6 +128,7 @@ export class PerfectNegotiator {
         await pc.setRemoteDescription({ type: kind, sdp });
         this.isSettingRemoteAnswerPending = false;
         if (kind === 'offer') {
+          if (this.beforeAnswer) this.beforeAnswer();
           await pc.setLocalDescription();
           this.stats.answersSent++;
           await this._send({ kind: 'answer', sdp: pc.localDescription.sdp });
@@ -166,6 +186,8 @@ export class Consult extends Emitter {
    * @param {Function} [o.RTCPeerConnection]  defaults to globalThis.RTCPeerConnection
    * @param {object} [o.rtcConfig]  extra RTCConfiguration (iceServers come from the server)
    * @param {boolean} [o.restartIceOnResume=true]  after a re-join, restart ICE on every connection
+   * @param {number} [o.initialOfferWaitMs=3000]  towards a peer that joined after us: how long to
+   *        wait for its first offer before adding our tracks and offering ourselves
    */
   constructor(client, id, o = {}) {
     super();
@@ -211,6 +233,7 @@ export class Consult extends Emitter {
     this.order = r.order;
     this.peerId = r.peer_id;
     this.iceServers = Array.isArray(r.ice_servers) ? r.ice_servers : [];
+    // we are the joiner towards every present peer: we make the first offer
     for (const p of r.peers || []) {
       if (!p.present) continue;
       this._peer(p.member_id, { order: p.order, polite: p.polite, peerId: p.peer_id, role: p.role });
@@ -238,8 +261,13 @@ export class Consult extends Emitter {
     }
   }
 
-  /** The connection to a peer (created on first use). */
-  _peer(memberId, { order, polite, peerId, role } = {}) {
+  /**
+   * The connection to a peer (created on first use). With `awaitOffer` (the
+   * peer joined after us: it makes the first offer) the local tracks are held
+   * back until its offer is applied, or `initialOfferWaitMs` passes (see the
+   * file comment).
+   */
+  _peer(memberId, { order, polite, peerId, role, awaitOffer = false } = {}) {
     let p = this.peers.get(memberId);
     if (p) {
       if (order !== undefined) p.order = order;
@@ -248,20 +276,34 @@ export class Consult extends Emitter {
     }
     const isPolite = polite !== undefined ? !!polite : (order !== undefined && this.order !== null ? this.order > order : false);
     const pc = new this.RTCPeerConnection({ ...this.rtcConfig, iceServers: this.iceServers });
-    p = { pc, order, polite: isPolite, peerId, role, rxN: 0 };
+    p = { pc, order, polite: isPolite, peerId, role, rxN: 0, tracksAdded: false, offerTimer: null };
     p.negotiator = new PerfectNegotiator(pc, {
       polite: isPolite,
       send: (sig) => this._sendSignal(memberId, sig),
       onError: (e) => this._emit('error', e),
+      beforeAnswer: () => this._addTracks(p),
     });
     pc.ontrack = (ev) => this._emit('track', { memberId, track: ev.track, streams: ev.streams });
     pc.onconnectionstatechange = () => this._emit('state', { memberId, connectionState: pc.connectionState });
     this.peers.set(memberId, p);
-    if (this.localStream) {
-      for (const t of this.localStream.getTracks()) pc.addTrack(t, this.localStream);
+    if (awaitOffer && this.localStream) {
+      p.offerTimer = setTimeout(() => this._addTracks(p), this.opts.initialOfferWaitMs);
+      if (typeof p.offerTimer.unref === 'function') p.offerTimer.unref();
+    } else {
+      this._addTracks(p);
     }
     this._emit('peer', { memberId, peerId, role, order, polite: isPolite });
     return p;
+  }
+
+  /** Add the local tracks to a connection (once); negotiationneeded follows. */
+  _addTracks(p) {
+    if (p.offerTimer) { clearTimeout(p.offerTimer); p.offerTimer = null; }
+    if (p.tracksAdded || p.pc.signalingState === 'closed') return;
+    p.tracksAdded = true;
+    if (this.localStream) {
+      for (const t of this.localStream.getTracks()) p.pc.addTrack(t, this.localStream);
+    }
   }
 
   async _sendSignal(to, sig) {
@@ -279,7 +321,8 @@ export class Consult extends Emitter {
     const d = f.data || {};
     if (f.ev === 'consult.signal' && f.ch === `user:${this.me}`) {
       if (d.consult_id !== this.id || !this.joined) return;
-      const p = this._peer(d.from, { polite: d.polite, peerId: d.peer_id });
+      // (a peer we did not know yet: its signal -- its offer -- came first)
+      const p = this._peer(d.from, { polite: d.polite, peerId: d.peer_id, awaitOffer: true });
       if (typeof d.n === 'number') {
         if (d.n !== p.rxN + 1 && d.n !== 1) {
           this._emit('error', new Error(`consult ${this.id}: signal ${d.n} from ${d.from} after ${p.rxN}`));
@@ -292,7 +335,8 @@ export class Consult extends Emitter {
     if (f.ch !== this.consultChannel) return;
     if (f.ev === 'consult.peer_joined') {
       if (d.member_id === this.me || !this.joined) return;
-      this._peer(d.member_id, { order: d.order, peerId: d.peer_id, role: d.role });
+      // the newcomer makes the first offer (it sees us in its join reply)
+      this._peer(d.member_id, { order: d.order, peerId: d.peer_id, role: d.role, awaitOffer: true });
     } else if (f.ev === 'consult.peer_away') {
       if (d.member_id !== this.me) this._emit('away', { memberId: d.member_id });
     } else if (f.ev === 'consult.peer_left') {
@@ -309,6 +353,7 @@ export class Consult extends Emitter {
     const p = this.peers.get(memberId);
     if (!p) return;
     this.peers.delete(memberId);
+    if (p.offerTimer) { clearTimeout(p.offerTimer); p.offerTimer = null; }
     try { p.pc.close(); } catch { /* already closed */ }
   }
 

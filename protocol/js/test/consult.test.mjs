@@ -268,3 +268,49 @@ test('Consult: signals of other consults are ignored; ended closes every connect
   assert.equal(pc.closed, true);
   assert.equal(consult.peers.size, 0);
 });
+
+const signals = (c, kind) => c.posts.filter((x) => /\/signal$/.test(x.path) && x.body.kind === kind);
+async function until(cond, what, ms = 2000) {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await later(5);
+  }
+}
+
+test('Consult: towards a later joiner the seated side waits for its offer and answers with its tracks', async () => {
+  const c = new FakeClient(ME);
+  c.replies.set(/\/join$/, () => ({ id: CID, peer_id: 'p1', order: 1, polite: false, peers: [], ice_servers: [] }));
+  const consult = new Consult(c, CID, { RTCPeerConnection: FakePC, localStream: { getTracks: () => ['cam'] } });
+  const errors = [];
+  consult.on('error', (e) => errors.push(e));
+  await consult.join();
+  c.emit('event', { ch: `consult:${CID}`, ev: 'consult.peer_joined', data: { member_id: PEER, order: 2, peer_id: 'p2' } });
+  const p = consult.peers.get(PEER);
+  assert.ok(p, 'the connection exists at once');
+  await later(50);
+  assert.equal(p.pc.tracks.length, 0, 'no tracks yet: the newcomer makes the first offer');
+  assert.equal(signals(c, 'offer').length, 0, 'no offer of ours (no glare at set-up)');
+  c.emit('event', { ch: `user:${ME}`, ev: 'consult.signal', data: { consult_id: CID, from: PEER, kind: 'offer', sdp: 'v=0 offer', n: 1, polite: false } });
+  await until(() => signals(c, 'answer').length === 1, 'an answer');
+  assert.deepEqual(p.pc.tracks, ['cam'], 'the tracks were added once the offer was applied');
+  assert.match(signals(c, 'answer')[0].body.sdp, /tracks:1/, 'and went into the answer');
+  assert.equal(p.pc.rollbacks, 0);
+  // (the fake may renegotiate afterwards; what matters is that no offer of ours preceded the answer)
+  const kinds = c.posts.filter((x) => /\/signal$/.test(x.path) && x.body.kind !== 'candidate').map((x) => x.body.kind);
+  assert.equal(kinds[0], 'answer', `first signal of ours: ${kinds}`);
+  assert.deepEqual(errors, []);
+  await consult.leave();
+});
+
+test('Consult: a later joiner that never offers is offered to after initialOfferWaitMs', async () => {
+  const c = new FakeClient(ME);
+  c.replies.set(/\/join$/, () => ({ id: CID, peer_id: 'p1', order: 1, polite: false, peers: [], ice_servers: [] }));
+  const consult = new Consult(c, CID, { RTCPeerConnection: FakePC, localStream: { getTracks: () => ['cam'] }, initialOfferWaitMs: 30 });
+  await consult.join();
+  c.emit('event', { ch: `consult:${CID}`, ev: 'consult.peer_joined', data: { member_id: PEER, order: 2, peer_id: 'p2' } });
+  await until(() => signals(c, 'offer').length === 1, 'our own offer after the wait');
+  assert.deepEqual(consult.peers.get(PEER).pc.tracks, ['cam']);
+  assert.equal(signals(c, 'offer')[0].body.to, PEER);
+  await consult.leave();
+});
