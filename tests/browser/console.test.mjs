@@ -10,10 +10,12 @@
 // Screenshots go to tests/artifacts/.
 //
 // Run through tools/run-browser-tests.sh: inside `unshare -n` (only loopback),
-// PostgreSQL and inkwire in the same namespace. Chromium hides loopback
-// candidates unless --allow-loopback-in-peer-connection is given (without it
-// ICE gathers nothing in a loopback-only namespace; see DESIGN.md and
-// tests/browser/README.md).
+// PostgreSQL and inkwire in the same namespace. Chromium gathers loopback
+// candidates only with --allow-loopback-in-peer-connection AND when the page
+// holds the camera/microphone permission (see CHROMIUM_FLAGS below and
+// tests/browser/README.md). Extra flags for a diagnosis:
+// INKWIRE_CHROMIUM_ARGS (space-separated), e.g. Chromium's WebRTC logging,
+// shown with DEBUG=pw:browser (see the README).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -28,22 +30,25 @@ const requireJs = createRequire(path.join(ROOT, 'protocol/js/package.json'));
 const { chromium } = requireJs('playwright-core');
 
 const CHROMIUM = process.env.INKWIRE_CHROMIUM || '/usr/bin/chromium';
-// The flags that make a loopback-only call work headless (see the file comment).
+// The flags that make a loopback-only call work headless. The other half is
+// the camera/microphone permission granted to the context (openConsole):
+// without it Chromium enumerates no interface at all for WebRTC, whatever the
+// flags. Not needed (measured, see the README): --use-fake-ui-for-media-stream
+// (the permission is granted up front, so there is no prompt) and
+// --disable-features=WebRtcHideLocalIpsWithMdns (with the permission, host
+// addresses are not replaced by mDNS names anyway; without it, the flag does
+// not bring them back).
 export const CHROMIUM_FLAGS = [
   '--headless=new',
   '--no-sandbox',                          // running as root in a container
-  '--use-fake-ui-for-media-stream',        // grant camera/microphone without a prompt
   '--use-fake-device-for-media-stream',    // a synthetic camera (moving pattern) and a beep
-  '--allow-loopback-in-peer-connection',   // gather 127.0.0.1 candidates (hidden by default)
+  '--allow-loopback-in-peer-connection',   // gather 127.0.0.1 candidates (never gathered without it)
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-sync',
   '--no-first-run',
-  // host candidates as plain 127.0.0.1, not mDNS names (nothing resolves
-  // mDNS in a loopback-only namespace); without it the answering browser's
-  // gathering stalled far more often (0 of 8 runs vs 1 of 2, see below)
-  '--disable-features=WebRtcHideLocalIpsWithMdns',
 ];
+const EXTRA_FLAGS = (process.env.INKWIRE_CHROMIUM_ARGS || '').split(' ').filter(Boolean);
 const ARTIFACTS = path.join(ROOT, 'tests/artifacts');
 
 let db;
@@ -63,8 +68,8 @@ async function openConsole(name) {
   const context = await chromium.launchPersistentContext(path.join(tmp, `profile-${name}`), {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_FLAGS,
-    permissions: ['camera', 'microphone'],
+    args: [...CHROMIUM_FLAGS, ...EXTRA_FLAGS],
+    permissions: ['camera', 'microphone'], // also what lets WebRTC enumerate interfaces
     viewport: { width: 1280, height: 800 },
   });
   const page = context.pages()[0] || await context.newPage();
@@ -102,7 +107,7 @@ async function waitFrames(page, min, what, timeoutMs = 30000) {
     if (n > min) return n;
     await page.waitForTimeout(200);
   }
-  // what each side's ICE looks like, for whoever chases the stall (see the todo below)
+  // what each side's ICE looks like, for whoever chases a failure
   const dump = (pg) => pg.evaluate(async () => {
     const c = window.inkwireConsole.consult;
     if (!c) return 'no consult';
@@ -114,7 +119,8 @@ async function waitFrames(page, min, what, timeoutMs = 30000) {
         if (r.type === 'candidate-pair') cands.push(`pair:${r.state}`);
       });
       out.push({ m, sig: p.pc.signalingState, ice: p.pc.iceConnectionState, gather: p.pc.iceGatheringState,
-        tx: p.pc.getSenders().map((x) => (x.track ? `${x.track.kind}:${x.track.readyState}` : 'none')), cands });
+        tx: p.pc.getSenders().map((x) => (x.track ? `${x.track.kind}:${x.track.readyState}` : 'none')), cands,
+        neg: p.negotiator.stats }); // offers/answers sent, offers ignored, rollbacks (glare)
     }
     return JSON.stringify(out);
   }).catch((e) => `unavailable: ${e.message}`);
@@ -174,18 +180,14 @@ test('artist and client log in, chat and see each other\'s presence', async () =
   await shot(pc, 'console-client-chat');
 });
 
-// KNOWN FLAKY, not fixed yet: in the loopback-only namespace the answering
-// (client) Chromium sometimes never gathers a single ICE candidate: its
-// iceGatheringState stays 'gathering' with no local candidate, although its
-// camera and microphone tracks are live, signalling is 'stable' and the
-// offering (artist) Chromium gathered 127.0.0.1 host candidates. The same
-// commit passed this test in CI and then failed it 8 times in a row on the
-// same machine 10 minutes later (1 of 2 passes with the mDNS flag above).
-// Marked todo so that the suite reports it without failing CI; the failure
-// output dumps both sides' ICE state.
-test('the artist starts a consult, the client joins: both decode video; a dropped socket does not end the call', {
-  todo: 'the answering Chromium intermittently gathers no ICE candidate in the loopback-only namespace',
-}, async () => {
+// This test used to fail intermittently: the client's connection stayed in
+// iceGatheringState 'gathering' without a single candidate. Both sides used
+// to offer at once when the client joined; the polite client's rollback
+// dropped its only ICE gathering sessions before its renderer had received
+// its first network list, and Chromium then never hands that list to the
+// answer's gathering session. consult.js now lets the joiner make the first
+// offer alone (no glare, no rollback at set-up); see tests/browser/README.md.
+test('the artist starts a consult, the client joins: both decode video; a dropped socket does not end the call', async () => {
   const { page: pa } = ctx.artist;
   const { page: pc } = ctx.client;
   await pa.click('#start-consult');
@@ -197,6 +199,15 @@ test('the artist starts a consult, the client joins: both decode video; a droppe
   const fa = await waitFrames(pa, 0, 'artist decodes the client\'s video');
   const fc = await waitFrames(pc, 0, 'client decodes the artist\'s video');
   assert.ok(fa > 0 && fc > 0);
+  // the set-up had no glare: the joining client made the only first offer, so
+  // nobody rolled back (a rollback at set-up is what left Chromium's answering
+  // side without candidates; see tests/browser/README.md)
+  const negStats = (page) => page.evaluate(() => [...window.inkwireConsole.consult.peers.values()].map((p) => p.negotiator.stats));
+  const [na] = await negStats(pa);
+  const [nc] = await negStats(pc);
+  assert.deepEqual([na.rollbacks, na.offersIgnored, nc.rollbacks, nc.offersIgnored], [0, 0, 0, 0],
+    `glare at set-up: artist ${JSON.stringify(na)}, client ${JSON.stringify(nc)}`);
+  assert.ok(nc.offersSent >= 1 && na.answersSent >= 1, `the client offered, the artist answered: artist ${JSON.stringify(na)}, client ${JSON.stringify(nc)}`);
   await pa.waitForSelector('#remote-videos video');
   await shot(pa, 'console-artist-consult');
   await shot(pc, 'console-client-consult');
