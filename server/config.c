@@ -42,7 +42,7 @@ enum {
     NUM_PRESENCE_GRACE, NUM_DRAIN, NUM_AR_WATCH_HZ,
     NUM_RATE_PER_MIN, NUM_RATE_BURST, NUM_RATE_CLOSE_AFTER, NUM_REMINDER_LEAD, NUM_REMINDER_TICK,
     NUM_TURN_TTL, NUM_CONSULT_GRACE, NUM_CONSULT_MAX,
-    NUM_DB_BATCH_MAX, NUM_BUS_MB,
+    NUM_DB_BATCH_MAX, NUM_BUS_MB, NUM_PING_AFTER, NUM_IDLE_CLOSE,
     NUM__COUNT
 };
 
@@ -53,6 +53,10 @@ static const cfg__num cfg__nums[NUM__COUNT] = {
                           "unanswered requests allowed per socket"},
     [NUM_AUTH_TIMEOUT] = {"INKWIRE_AUTH_TIMEOUT_MS", 100, 600000, 10000, "ms",
                           "time a new socket has to authenticate"},
+    [NUM_PING_AFTER] = {"INKWIRE_PING_AFTER_MS", 500, 3600000, 30000, "ms",
+                        "silence after which the server sends a WebSocket PING"},
+    [NUM_IDLE_CLOSE] = {"INKWIRE_IDLE_CLOSE_MS", 1000, 7200000, 75000, "ms",
+                        "silence (no frame, no PONG) after which a socket is closed with 1001"},
     [NUM_SENDQ_BYTES] = {"INKWIRE_SENDQ_BYTES", 65536, 1073741824, 1048576, "bytes",
                          "send queue per socket before a slow consumer is closed"},
     [NUM_SENDQ_FRAMES] = {"INKWIRE_SENDQ_FRAMES", 16, 1048576, 4096, "frames",
@@ -645,6 +649,13 @@ static int cfg__numbers(cfg__ctx *x, srv_config *c)
     c->max_message = (size_t)v[NUM_MAX_MESSAGE];
     c->max_inflight = (unsigned)v[NUM_MAX_INFLIGHT];
     c->auth_timeout_ms = (unsigned)v[NUM_AUTH_TIMEOUT];
+    if (v[NUM_IDLE_CLOSE] <= v[NUM_PING_AFTER]) {
+        cfg__err(x, "INKWIRE_IDLE_CLOSE_MS: must be more than INKWIRE_PING_AFTER_MS (%llu), got %llu",
+                 v[NUM_PING_AFTER], v[NUM_IDLE_CLOSE]);
+        return -1;
+    }
+    c->ping_after_ms = (unsigned)v[NUM_PING_AFTER];
+    c->idle_close_ms = (unsigned)v[NUM_IDLE_CLOSE];
     c->sendq_max_bytes = (size_t)v[NUM_SENDQ_BYTES];
     c->sendq_max_frames = (unsigned)v[NUM_SENDQ_FRAMES];
     c->db_pool = (unsigned)v[NUM_DB_POOL];

@@ -43,6 +43,8 @@ typedef struct srv_config {
     size_t max_message;        /* INKWIRE_MAX_MESSAGE bytes, default 65536 (1024..16 MiB) */
     unsigned max_inflight;     /* INKWIRE_MAX_INFLIGHT per socket, default 64 (1..4096) */
     unsigned auth_timeout_ms;  /* INKWIRE_AUTH_TIMEOUT_MS, default 10000 */
+    unsigned ping_after_ms;    /* INKWIRE_PING_AFTER_MS, default 30000 */
+    unsigned idle_close_ms;    /* INKWIRE_IDLE_CLOSE_MS, default 75000 (> ping_after_ms) */
     size_t sendq_max_bytes;    /* INKWIRE_SENDQ_BYTES per socket, default 1 MiB */
     unsigned sendq_max_frames; /* INKWIRE_SENDQ_FRAMES per socket, default 4096 */
     unsigned db_pool;          /* INKWIRE_DB_POOL connections, default 4 (1..64) */

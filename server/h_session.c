@@ -162,7 +162,7 @@ static void lookup_done(const store_res *res, void *priv)
     proto_pack_cstr(&pk, "plan");
     proto_pack_cstr(&pk, PQgetvalue(pg, 0, 1));
     proto_pack_cstr(&pk, "heartbeat_ms");
-    msgpack_pack_uint32(&pk, 30000);
+    msgpack_pack_uint32(&pk, srv_g.cfg->ping_after_ms);
     proto_pack_cstr(&pk, "server_time");
     msgpack_pack_int64(&pk, srv_now_ms());
     proto_pack_cstr(&pk, "expires_at");

@@ -98,11 +98,9 @@ const srv_handler_def srv_handlers[] = {
  * list while 14,000 sockets connected. Instead, every open session is on one
  * list and a single sweep timer checks the deadlines of all of them: the auth
  * deadline, token expiry, and the idle policy (a PING after
- * SRV_PING_AFTER_MS of silence, a close after SRV_IDLE_CLOSE_MS).
+ * INKWIRE_PING_AFTER_MS of silence, a close after INKWIRE_IDLE_CLOSE_MS).
  */
 #define SRV_SWEEP_MS 250
-#define SRV_PING_AFTER_MS 30000
-#define SRV_IDLE_CLOSE_MS 75000
 
 static srv_session *all_head; /* every session whose socket is open */
 static uv_timer_t sweep_timer;
@@ -121,10 +119,10 @@ static void sweep_cb(uv_timer_t *t)
         } else if (s->state == SESS_READY && now >= s->exp_ms) {
             slog_info(s, "token expired: closing");
             srv_session_close(s, 4001, "token expired");
-        } else if (now - s->last_rx_ms >= SRV_IDLE_CLOSE_MS) {
+        } else if (now - s->last_rx_ms >= srv_g.cfg->idle_close_ms) {
             slog_info(s, "silent for %lld ms: closing", (long long)(now - s->last_rx_ms));
             srv_session_close(s, 1001, "idle");
-        } else if (now - s->last_rx_ms >= SRV_PING_AFTER_MS && !s->ping_sent) {
+        } else if (now - s->last_rx_ms >= srv_g.cfg->ping_after_ms && !s->ping_sent) {
             s->want_ping = true;
             lws_callback_on_writable(s->wsi);
         }
@@ -467,10 +465,17 @@ void srv_session_send_lossy(srv_session *s, srv_frame *f)
 int srv_session_writeable(srv_session *s)
 {
     if (s->want_ping && !s->close_code) {
-        uint8_t ping[LWS_PRE + 1];
+        /* The PING carries 8 bytes (our clock): lws 4.1 drops an EMPTY PONG
+         * before the callback (LWS_CALLBACK_RECEIVE_PONG never comes), so an
+         * empty PING made every silent client -- browsers answer PINGs
+         * themselves -- look dead and closed it after the idle limit. */
+        uint8_t ping[LWS_PRE + 8];
+        uint64_t now = (uint64_t)srv_now_ms();
+        for (int i = 0; i < 8; i++)
+            ping[LWS_PRE + i] = (uint8_t)(now >> (56 - 8 * i));
         s->want_ping = false;
         s->ping_sent = true;
-        if (lws_write(s->wsi, ping + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+        if (lws_write(s->wsi, ping + LWS_PRE, 8, LWS_WRITE_PING) < 0)
             return -1;
         if (s->q_count)
             lws_callback_on_writable(s->wsi);

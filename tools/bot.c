@@ -56,6 +56,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -2446,6 +2447,11 @@ int main(int argc, char **argv)
             die("fork: %s", strerror(errno));
         if (p == 0) {
             signal(SIGALRM, SIG_DFL);
+            /* a run is bounded: a worker never outlives the parent (an
+             * interrupted parent left its workers spinning) */
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() == 1)
+                _exit(1);
             worker_run(w, nprocs);
         }
         kids[nkids++] = p;

@@ -3,7 +3,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   createDatabase, startServer, provisionTenant, admin, token, signJwt, claimsFor, client, connect,
-  rawSocket, rawSession, closeAll, withDeadline, uuid, InkwireError,
+  rawSocket, rawSession, closeAll, withDeadline, uuid, InkwireError, WebSocket, RawSocket,
 } from './harness.mjs';
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -161,6 +161,56 @@ describe('session', () => {
     assert.ok(Array.isArray(list.conversations));
     const closed = await withDeadline(c.closed, 10000, 'close of the expired session');
     assert.equal(closed.code, 4001);
+  });
+});
+
+describe('idle policy (PING after INKWIRE_PING_AFTER_MS, close after INKWIRE_IDLE_CLOSE_MS)', () => {
+  let quick;
+  before(async () => {
+    quick = await startServer({ db, env: { INKWIRE_PING_AFTER_MS: '500', INKWIRE_IDLE_CLOSE_MS: '1500' } });
+  });
+  after(async () => {
+    closeAll();
+    await quick?.stop();
+  });
+
+  /** a raw socket with a session; opts go to the ws client (e.g. autoPong) */
+  async function silentSession(opts) {
+    const ws = new WebSocket(quick.url, 'inkwire.v1', opts);
+    const raw = new RawSocket(ws);
+    raw.pings = [];
+    ws.on('ping', (data) => { raw.pings.push(data); raw.emit('ping'); });
+    await withDeadline(new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); }), 5000, 'open');
+    const r = await rawSession(raw, token(quick, A.owner));
+    assert.equal(r.status, 200, JSON.stringify(r));
+    return { raw, reply: r };
+  }
+  const nPings = (raw, n) => withDeadline(new Promise((res) => {
+    const check = () => { if (raw.pings.length >= n) { raw.off('ping', check); res(); } };
+    raw.on('ping', check);
+    check();
+  }), 10000, `${n} PINGs`);
+
+  test('a silent client that answers PINGs stays connected past the idle limit', async () => {
+    const { raw, reply } = await silentSession({});
+    assert.equal(reply.body.heartbeat_ms, 500, 'heartbeat_ms is the PING interval');
+    // 4 PINGs answered at >= 500 ms intervals: more than 1,500 ms of silence
+    // from the client's side, which only PONGs.
+    const t0 = Date.now();
+    await nPings(raw, 4);
+    assert.ok(Date.now() - t0 >= 1500, 'the PINGs spanned more than the idle limit');
+    for (const p of raw.pings) assert.equal(p.length, 8, 'PING payload (an empty PONG never reaches lws 4.1 callbacks)');
+    assert.equal(raw.ws.readyState, WebSocket.OPEN, 'still open after the idle limit');
+    const r = await raw.request('GET', '/v1/conversations');
+    assert.equal(r.status, 200);
+  });
+
+  test('a client that does not answer PINGs is closed with 1001 idle', async () => {
+    const { raw } = await silentSession({ autoPong: false });
+    const closed = await withDeadline(raw.closed, 10000, 'idle close');
+    assert.equal(closed.code, 1001);
+    assert.equal(closed.reason, 'idle');
+    assert.ok(raw.pings.length >= 1, 'it was PINGed first');
   });
 });
 
