@@ -6,7 +6,9 @@
  * A message send is one statement in one transaction (storage/queries.c):
  * access check, idempotency lookup, seq from the channel head, message row and
  * event row. The 201 and the message.created event go out only from the
- * commit callback, so every acknowledged message is durable.
+ * commit callback, so every acknowledged message is durable. (Group commit
+ * may run the sends of one batch as one array statement, store_sql_msg_send_many;
+ * each send still gets the single statement's one-row answer.)
  */
 #include <stdlib.h>
 #include <string.h>

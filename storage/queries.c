@@ -121,6 +121,99 @@ const char store_sql_msg_send[] =
     "       CASE WHEN e.id IS NULL THEN NULL ELSE e.deleted_at IS NOT NULL END"
     "  FROM (SELECT 1) AS one LEFT JOIN existing e ON true";
 
+/*
+ * The array form of store_sql_msg_send, for a run of sends of one tenant in
+ * one batch (store.c merges them): parameter k is the array of the sends'
+ * parameter k, row i of the result answers send i exactly as the single
+ * statement would have, had the sends run one after the other in array
+ * order inside one transaction (what a batch is). One statement sees one
+ * snapshot, so what the sends would have seen of each other is computed:
+ *   - idempotency: per (sender, client_msg_id) at most the FIRST send with
+ *     access 'ok' inserts (none when the message was stored before); a later
+ *     send of the same pair answers with that message, as if it had read it
+ *     back (`orig`); an earlier one saw nothing;
+ *   - seq: each channel head is advanced once by its number of inserts
+ *     (heads locked in channel order: byte order, as the batch's order key),
+ *     and the inserts get head-old+1.. in array order.
+ * The message and event rows are written from the same rows `s` (with the
+ * same seq; a data-modifying WITH always runs to completion), so a new
+ * message's seq is its event's seq. Nothing joins the batch's rows with each
+ * other except through a few head/access rows: no row-by-row cross product.
+ * The access check runs once per distinct (conversation, member, kind, role).
+ * Every existence lookup is a correlated index probe (LATERAL), whatever the
+ * plan thinks of the array's length. A concurrent duplicate fails the
+ * statement on messages_idempotency (23505): the batch is then re-run send by
+ * send with the single statement, which reports it to that send alone.
+ */
+const char store_sql_msg_send_many[] =
+    "WITH i AS MATERIALIZED ("
+    "  SELECT u.ord, u.s::uuid AS studio, 'conv:' || u.c AS chan, u.c::uuid AS conv,"
+    "         u.m::uuid AS sender, u.k AS kind, u.rl AS role, u.cm::uuid AS cmid, u.id::uuid AS id,"
+    "         u.txt, u.ms::bigint AS ms, u.hd, u.tl, u.att"
+    "    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+    "                $7::text[], $8::text[], $9::text[], $10::bytea[], $11::bytea[], $12::text[])"
+    "         WITH ORDINALITY AS u(s, c, m, k, rl, cm, id, txt, ms, hd, tl, att, ord)"
+    "), acc AS MATERIALIZED ("
+    "  SELECT d.*, inkwire_conv_access(d.studio, d.conv, d.sender, d.kind, d.role) AS a"
+    "    FROM (SELECT DISTINCT studio, conv, sender, kind, role FROM i) d"
+    "), e AS MATERIALIZED ("
+    "  SELECT i.*, acc.a, x.id AS eid,"
+    "         COALESCE(acc.a = 'ok' AND x.id IS NULL"
+    "                  AND i.ord = min(i.ord) FILTER (WHERE acc.a = 'ok')"
+    "                                 OVER (PARTITION BY i.sender, i.cmid), false) AS new"
+    "    FROM i"
+    "    JOIN acc ON (acc.studio, acc.conv, acc.sender, acc.kind, acc.role)"
+    "                IS NOT DISTINCT FROM (i.studio, i.conv, i.sender, i.kind, i.role)"
+    "    LEFT JOIN LATERAL (SELECT m.id FROM messages m"
+    "                        WHERE m.studio_id = i.studio AND m.sender_id = i.sender"
+    "                          AND m.client_msg_id = i.cmid) x ON true"
+    "), r AS MATERIALIZED ("
+    "  SELECT e.*,"
+    "         count(*) FILTER (WHERE e.new) OVER (PARTITION BY e.studio, e.chan ORDER BY e.ord"
+    "                                             ROWS UNBOUNDED PRECEDING) AS rk,"
+    "         count(*) FILTER (WHERE e.new) OVER (PARTITION BY e.studio, e.chan) AS cnt"
+    "    FROM e"
+    "), head AS ("
+    "  INSERT INTO channel_heads AS h (studio_id, channel, seq)"
+    "  SELECT studio, chan, count(*) FROM r WHERE new"
+    "   GROUP BY studio, chan ORDER BY studio, chan COLLATE \"C\""
+    "  ON CONFLICT (studio_id, channel) DO UPDATE SET seq = h.seq + EXCLUDED.seq"
+    "  RETURNING h.studio_id, h.channel, h.seq"
+    "), s AS MATERIALIZED ("
+    "  SELECT r.*, CASE WHEN r.new THEN hd.seq - r.cnt + r.rk END AS seq"
+    "    FROM r LEFT JOIN head hd ON r.new AND hd.studio_id = r.studio AND hd.channel = r.chan"
+    "), msg AS ("
+    "  INSERT INTO messages (id, studio_id, conversation_id, seq, sender_user_id,"
+    "                        sender_client_id, client_msg_id, content, created_at, attachments)"
+    "  SELECT n.id, n.studio, n.conv, n.seq,"
+    "         CASE WHEN n.kind = 'user' THEN n.sender END,"
+    "         CASE WHEN n.kind = 'client' THEN n.sender END,"
+    "         n.cmid, n.txt, to_timestamp(n.ms / 1000.0), n.att::jsonb"
+    "    FROM s n WHERE n.new ORDER BY n.ord"
+    "  RETURNING *"
+    "), ev AS ("
+    "  INSERT INTO events (studio_id, channel, seq, type, data, created_at)"
+    "  SELECT n.studio, n.chan, n.seq, 'message.created',"
+    "         n.hd || '\\xcf'::bytea || int8send(n.seq) || n.tl, to_timestamp(n.ms / 1000.0)"
+    "    FROM s n WHERE n.new ORDER BY n.ord"
+    ")"
+    "SELECT s.a, s.seq,"
+    "       o.id, o.conversation_id, o.seq, COALESCE(o.sender_user_id, o.sender_client_id),"
+    "       CASE WHEN o.id IS NULL THEN NULL WHEN o.sender_user_id IS NULL THEN 'client' ELSE 'user' END,"
+    "       o.content, " MS("o.created_at") ", o.attachments::text, " MS("o.edited_at") ","
+    "       CASE WHEN o.id IS NULL THEN NULL ELSE o.deleted_at IS NOT NULL END,"
+    "       s.ord"
+    "  FROM s"
+    "  LEFT JOIN LATERAL ("
+    "    SELECT m.* FROM messages m"
+    "     WHERE s.eid IS NOT NULL AND m.studio_id = s.studio AND m.id = s.eid"
+    "    UNION ALL"
+    "    SELECT m.* FROM msg m JOIN s f ON f.id = m.id"
+    "     WHERE s.eid IS NULL AND NOT s.new AND f.sender = s.sender AND f.cmid = s.cmid"
+    "       AND f.ord < s.ord"
+    "  ) o ON true"
+    " ORDER BY s.ord";
+
 #define HISTORY_COLS \
     "SELECT " MSG_COLS("m") \
     "  FROM messages m" \

@@ -61,6 +61,17 @@ extern const char store_sql_conv_access[];
  *    11 deleted (all NULL otherwise). */
 extern const char store_sql_msg_send[];
 
+/* The array form of store_sql_msg_send (store.c sends it for a run of
+ * adjacent batch members of one tenant, all store_sql_msg_send): each $k is
+ * a one-dimensional array (binary) of the members' $k, same length, in
+ * member order: text[] where store_sql_msg_send's $k is text, bytea[] where
+ * it is binary ($10, $11).
+ * -> one row per element, in array order: columns 0..11 exactly as
+ *    store_sql_msg_send would have answered that member had the members run
+ *    one after the other in one transaction, then 12 the element's ordinal
+ *    (1-based; store.c checks it and hands each member its row alone). */
+extern const char store_sql_msg_send_many[];
+
 /* $1 studio, $2 conversation, $3 after seq (exclusive), $4 before seq
  * (exclusive), $5 limit. _asc returns the first `limit` rows after $3, _desc
  * the last `limit` rows before $4 (newest first).

@@ -85,6 +85,23 @@
  *   - Per-channel seq stays gap-free: it comes from the channel_heads row,
  *     updated under its row lock inside the committing transaction; a batch
  *     that rolls back rolls its increments back too.
+ *   - Array statements. Even batched, PostgreSQL paid its per-statement
+ *     executor start-up once per message send (a flat profile at ~150% of
+ *     the 2 cores for ~14,600 sends/s). So adjacent members of one batch
+ *     that run a single statement which has an array form (sql.h; today
+ *     store_sql_msg_send -> store_sql_msg_send_many) and share the tenant
+ *     are sent as ONE execution of the array form: its $k is the binary
+ *     array of the members' $k, it returns one row per member in order
+ *     (ordinal last, checked), and each member's callback gets a one-row
+ *     PGresult of exactly the single statement's shape. The array form
+ *     computes what the members would have seen of each other had they run
+ *     one after the other (idempotency, seq order); if it fails, the batch
+ *     is re-run member by member with the single statement (the rule
+ *     above), so errors stay per job. Measured back to back (chat bench,
+ *     cap 64): 16,100-17,000 -> 22,100-28,700 persisted messages/s,
+ *     PostgreSQL CPU per message ~95 -> ~55 us. (It relies on the probe
+ *     of messages_idempotency keeping its index in the generic plan:
+ *     see migrations/010_messages_seq_key.sql.)
  * What a batchable job must not do: depend on transaction-level state other
  * than inkwire.studio_id (now() is the batch's start time; pass times as
  * parameters), or expect to be alone in its transaction. A batch_max of 1
@@ -195,6 +212,8 @@ typedef struct store_stats {
     unsigned long long batches;  /* merged transactions that reached their Sync */
     unsigned long long batched_jobs; /* jobs committed as members of a batch */
     unsigned long long batch_retries; /* failed batches whose jobs were re-run one by one */
+    unsigned long long array_jobs; /* batch members answered from an array statement
+                                      (several sends merged into one statement) */
     unsigned pending;            /* batchable jobs waiting for a batch */
 } store_stats;
 void store_get_stats(const store *s, store_stats *out);

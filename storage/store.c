@@ -114,6 +114,10 @@ struct store__job {
      * by ONE Sync; results are routed to members[cur]. */
     store__job **members;
     int nmem, cur;
+    /* Batch members merged into one array statement (store__plan_runs): the
+     * first member of a run sends it for all `run` members (run >= 2) and
+     * its result is split among them; the others (`merged`) send nothing. */
+    int run, merged;
     /* FIFO entries: statements prepared at the start of this entry's Sync
      * segment (cache indices, in send order); their results come first. */
     int *pre;
@@ -162,7 +166,7 @@ struct store {
     int closing;
     unsigned handles_open;    /* uv handles not yet through their close callback */
     unsigned long long tx_ok, tx_failed, reconnects;
-    unsigned long long batches, batched_jobs, batch_retries;
+    unsigned long long batches, batched_jobs, batch_retries, array_jobs;
     unsigned queued;
     store__conn *conns;       /* pool_size entries */
     /* group commit (store_tx_batch): jobs wait in the lanes of the conns */
@@ -368,6 +372,7 @@ static void store__job_reset(store__job *j)
     j->err = NULL;
     j->qi = 0;
     j->next = NULL;
+    j->run = j->merged = 0;
     free(j->pre);
     j->pre = NULL;
     j->npre = j->pre_cap = j->pre_seen = 0;
@@ -555,6 +560,12 @@ static void store__quiet(void *arg, const char *message);
 static void store__prep_clear(store__conn *c);
 static void store__kick(store *s);
 static void store__on_check(uv_check_t *h);
+static const char *store__array_form(const char *sql);
+static void store__plan_runs(store__conn *c, store__job *b);
+static int store__send_array(store__conn *c, store__job *const *run, int n);
+static void store__split(store__job *const *run, int n, PGresult *r);
+static int store__send_one(store__conn *c, const char *sql, int nparams, const char *const *values,
+                           const int *lengths, const int *formats);
 
 /* store__detach_jobs -- take the whole FIFO off the connection. */
 static store__job *store__detach_jobs(store__conn *c)
@@ -653,9 +664,11 @@ static int store__prep_find(const store__conn *c, const char *sql)
  */
 static int store__prepare(store__conn *c, store__job *at, const store__job *j)
 {
-    int nq = j->kind == JOB_TX ? j->n + 1 : 0;
+    int nq = j->kind == JOB_TX && !j->merged ? j->n + 1 : 0;
     for (int q = 0; q < nq; q++) {
-        const char *sql = q == 0 ? store__set_tenant_sql : j->stmts[q - 1].sql;
+        const char *sql = q == 0 ? store__set_tenant_sql
+                        : j->run > 1 ? store__array_form(j->stmts[0].sql)
+                                     : j->stmts[q - 1].sql;
         if (store__prep_find(c, sql) != -1 || c->nprep >= STORE__PREP_MAX)
             continue;
         if (at->npre == at->pre_cap) {
@@ -696,6 +709,186 @@ static void store__prep_result(store__conn *c, store__job *j, ExecStatusType st)
     }
 }
 
+/* ------------------------------------------------------------------ array statements */
+
+/*
+ * Merging a run of batch members into one statement. The statement cost that
+ * dominates a batch of message sends is PostgreSQL's per-statement executor
+ * start-up, not the rows; so adjacent members of one tenant that each run
+ * one statement with a registered array form are sent as ONE execution of
+ * that form: its $k is the array of the members' $k (binary, text[] or
+ * bytea[] after the members' parameter formats), and its rows (one per
+ * member, in member order, an ordinal last) are split into one single-row
+ * PGresult per member, shaped exactly like the single statement's result.
+ * The array form must answer every member as the single statement would have
+ * inside the batch (members run one after the other, each seeing the ones
+ * before it); sql.h documents that per statement. A failing array statement
+ * fails the batch like any member would: the members are then re-run one by
+ * one with their own statement (store__batch_done).
+ */
+static const struct {
+    const char *one, *many;
+} store__arrays[] = {
+    {store_sql_msg_send, store_sql_msg_send_many},
+};
+
+/* store__array_form -- the array form of sql, or NULL. */
+static const char *store__array_form(const char *sql)
+{
+    for (size_t i = 0; i < sizeof store__arrays / sizeof store__arrays[0]; i++)
+        if (store__arrays[i].one == sql)
+            return store__arrays[i].many;
+    return NULL;
+}
+
+/* store__mergeable -- can member b join the run whose first member is a? */
+static int store__mergeable(const store__job *a, const store__job *b)
+{
+    if (b->kind != JOB_TX || b->n != 1 || b->stmts[0].sql != a->stmts[0].sql ||
+        b->stmts[0].nparams != a->stmts[0].nparams || strcmp(a->studio_id, b->studio_id) != 0)
+        return 0;
+    for (int k = 0; k < a->stmts[0].nparams; k++)
+        if (a->stmts[0].formats[k] != b->stmts[0].formats[k])
+            return 0;
+    return 1;
+}
+
+/* store__plan_runs -- mark the runs of batch b (members are sorted by order
+ * key, so one tenant's members are adjacent). An array form whose Parse
+ * failed on this connection is not used again there. */
+static void store__plan_runs(store__conn *c, store__job *b)
+{
+    for (int m = 0; m < b->nmem; m++)
+        b->members[m]->run = b->members[m]->merged = 0;
+    for (int m = 0; m < b->nmem;) {
+        store__job *a = b->members[m];
+        const char *many = a->kind == JOB_TX && a->n == 1 ? store__array_form(a->stmts[0].sql) : NULL;
+        int k = many ? store__prep_find(c, many) : -1;
+        int len = 1;
+        if (many && !(k >= 0 && c->prep[k].failed))
+            while (m + len < b->nmem && store__mergeable(a, b->members[m + len]))
+                len++;
+        if (len > 1) {
+            a->run = len;
+            for (int i = 1; i < len; i++)
+                b->members[m + i]->merged = 1;
+        }
+        m += len;
+    }
+}
+
+static void store__put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/*
+ * store__send_array -- send the array form of run[0]'s statement for run[0..n):
+ * parameter k is a one-dimensional binary array (PostgreSQL's array_send
+ * layout: ndim, has-nulls, element type, length, lower bound 1, then each
+ * element as length or -1 for NULL, and its bytes) of element type bytea
+ * (17) where the members' $k is binary, else text (25). Returns 0 or -1.
+ */
+static int store__send_array(store__conn *c, store__job *const *run, int n)
+{
+    const store__pstmt *s0 = &run[0]->stmts[0];
+    int np = s0->nparams;
+    size_t bytes = 0;
+    for (int k = 0; k < np; k++) {
+        bytes += 20;
+        for (int m = 0; m < n; m++) {
+            const store__pstmt *st = &run[m]->stmts[0];
+            bytes += 4 + (st->values[k] ? (size_t)st->lengths[k] : 0);
+        }
+    }
+    if (bytes > 0x7fffffffu / 2)
+        return -1;
+    size_t off_vals = 0, off_ints = store__align(sizeof(char *) * (size_t)np);
+    size_t off_bytes = off_ints + store__align(sizeof(int) * 2 * (size_t)np);
+    char *blk = malloc(off_bytes + bytes + 1);
+    if (!blk)
+        return -1;
+    const char **vals = (const char **)(void *)(blk + off_vals);
+    int *lens = (int *)(void *)(blk + off_ints), *fmts = lens + np;
+    unsigned char *p = (unsigned char *)blk + off_bytes;
+    for (int k = 0; k < np; k++) {
+        unsigned char *start = p;
+        int nulls = 0;
+        for (int m = 0; m < n; m++)
+            if (!run[m]->stmts[0].values[k])
+                nulls = 1;
+        store__put32(p, 1);
+        store__put32(p + 4, (uint32_t)nulls);
+        store__put32(p + 8, s0->formats[k] ? 17u : 25u);
+        store__put32(p + 12, (uint32_t)n);
+        store__put32(p + 16, 1);
+        p += 20;
+        for (int m = 0; m < n; m++) {
+            const store__pstmt *st = &run[m]->stmts[0];
+            if (!st->values[k]) {
+                store__put32(p, 0xffffffffu);
+                p += 4;
+                continue;
+            }
+            store__put32(p, (uint32_t)st->lengths[k]);
+            memcpy(p + 4, st->values[k], (size_t)st->lengths[k]);
+            p += 4 + (size_t)st->lengths[k];
+        }
+        vals[k] = (const char *)start;
+        lens[k] = (int)(p - start);
+        fmts[k] = 1;
+    }
+    int rc = store__send_one(c, store__array_form(s0->sql), np, vals, lens, fmts);
+    free(blk);
+    return rc;
+}
+
+/*
+ * store__split -- the array statement's result r for run[0..n): row i (its
+ * last column the ordinal i + 1) becomes run[i]'s one-row result with the
+ * other columns. r is consumed. When r is not exactly that (cannot happen
+ * with the statements of sql.h), no member gets a result: each is answered
+ * "database returned no result" (store__job_finish).
+ */
+static void store__split(store__job *const *run, int n, PGresult *r)
+{
+    int nf = PQnfields(r);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == n && nf >= 2;
+    for (int i = 0; ok && i < n; i++)
+        ok = !PQgetisnull(r, i, nf - 1) && strtol(PQgetvalue(r, i, nf - 1), NULL, 10) == i + 1;
+    PGresAttDesc *att = ok ? calloc((size_t)nf, sizeof *att) : NULL;
+    if (!att) {
+        PQclear(r);
+        return;
+    }
+    for (int f = 0; f < nf - 1; f++) {
+        att[f].name = PQfname(r, f);
+        att[f].tableid = PQftable(r, f);
+        att[f].columnid = PQftablecol(r, f);
+        att[f].format = PQfformat(r, f);
+        att[f].typid = PQftype(r, f);
+        att[f].typlen = PQfsize(r, f);
+        att[f].atttypmod = PQfmod(r, f);
+    }
+    for (int i = 0; i < n; i++) {
+        PGresult *o = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
+        int good = o && PQsetResultAttrs(o, nf - 1, att);
+        for (int f = 0; good && f < nf - 1; f++)
+            good = PQgetisnull(r, i, f) ? PQsetvalue(o, 0, f, NULL, -1)
+                                        : PQsetvalue(o, 0, f, PQgetvalue(r, i, f), PQgetlength(r, i, f));
+        if (good) {
+            run[i]->res[0] = o;
+        } else {
+            PQclear(o);
+        }
+    }
+    free(att);
+    PQclear(r);
+}
+
 /* store__send_one -- one query: by its prepared name when the cache has it. */
 static int store__send_one(store__conn *c, const char *sql, int nparams, const char *const *values,
                            const int *lengths, const int *formats)
@@ -716,7 +909,8 @@ static int store__send_one(store__conn *c, const char *sql, int nparams, const c
  * j->prelude records what was sent, so its results are routed right (and a
  * re-run alone, with prev_studio NULL, sends set_config again).
  * Returns 0, or -1 when libpq refused. */
-static int store__send_queries(store__conn *c, store__job *j, const char *prev_studio)
+static int store__send_queries(store__conn *c, store__job *j, const char *prev_studio,
+                               store__job *const *run)
 {
     j->prelude = 0;
     if (j->kind == JOB_TX && !(prev_studio && strcmp(prev_studio, j->studio_id) == 0)) {
@@ -725,6 +919,8 @@ static int store__send_queries(store__conn *c, store__job *j, const char *prev_s
             return -1;
         j->prelude = 1;
     }
+    if (j->run > 1)
+        return store__send_array(c, run, j->run);
     for (int i = 0; i < j->n; i++) {
         const store__pstmt *st = &j->stmts[i];
         if (store__send_one(c, st->sql, st->nparams, st->values, st->lengths, st->formats) != 0)
@@ -744,16 +940,19 @@ static int store__send(store__conn *c, store__job *j)
 {
     PGconn *pg = c->pg;
     if (j->kind == JOB_BATCH) {
+        store__plan_runs(c, j);
         for (int m = 0; m < j->nmem; m++)
             if (store__prepare(c, j, j->members[m]) != 0)
                 return -1;
         const char *prev = NULL;
         for (int m = 0; m < j->nmem; m++) {
-            if (store__send_queries(c, j->members[m], prev) != 0)
+            if (j->members[m]->merged)
+                continue; /* same tenant as its run's first member */
+            if (store__send_queries(c, j->members[m], prev, j->members + m) != 0)
                 return -1;
             prev = j->members[m]->studio_id;
         }
-    } else if (store__prepare(c, j, j) != 0 || store__send_queries(c, j, NULL) != 0) {
+    } else if (store__prepare(c, j, j) != 0 || store__send_queries(c, j, NULL, NULL) != 0) {
         return -1;
     }
     if (!PQpipelineSync(pg))
@@ -907,6 +1106,9 @@ static int store__batch_done(store__conn *c, store__job *b)
     if (!b->err) {
         s->batched_jobs += (unsigned long long)b->nmem;
         for (int i = 0; i < b->nmem; i++)
+            if (b->members[i]->run > 1 || b->members[i]->merged)
+                s->array_jobs++;
+        for (int i = 0; i < b->nmem; i++)
             store__job_finish(s, b->members[i], c->pg, NULL);
         store__job_free(b);
         return (s->closing || (c->state != CONN_UP && c->state != CONN_SETUP)) ? -1 : 0;
@@ -983,7 +1185,7 @@ static int store__drain(store__conn *c)
             }
             store__job *t = store__target(j);
             if (t && ++t->qi >= t->prelude + t->n && t != j)
-                j->cur++; /* that member's last query is done */
+                j->cur += t->run > 1 ? t->run : 1; /* that member's (or run's) last query is done */
             continue;
         }
         nulls = 0;
@@ -1036,7 +1238,9 @@ static int store__drain(store__conn *c)
         default: {
             store__job *t = store__target(j);
             int i = t ? t->qi - t->prelude : -1;
-            if (t && i >= 0 && i < t->n && !t->res[i])
+            if (t && t->run > 1 && i == 0 && !t->res[0])
+                store__split(j->members + j->cur, t->run, r);
+            else if (t && i >= 0 && i < t->n && !t->res[i])
                 t->res[i] = r;
             else
                 PQclear(r); /* set_config's row, or a stray extra result */
@@ -1616,5 +1820,6 @@ void store_get_stats(const store *s, store_stats *out)
     out->batches = s->batches;
     out->batched_jobs = s->batched_jobs;
     out->batch_retries = s->batch_retries;
+    out->array_jobs = s->array_jobs;
     out->pending = s->npend;
 }
