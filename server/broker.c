@@ -47,6 +47,7 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define CONNECT_TIMEOUT_MS 2000
 #define RCHAN_MAX (3 + 36 + 1 + 80)
 
 typedef struct shard rshard;
@@ -58,7 +59,7 @@ typedef struct bconn {
     bool up;                /* connected (commands may be sent) */
     bool logged_down;       /* one warning per outage */
     unsigned backoff_ms;
-    uv_timer_t retry;
+    uv_timer_t retry;       /* the next attempt, or the deadline of this one */
 } bconn;
 
 struct shard {
@@ -198,6 +199,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         schedule_retry(c);
         return;
     }
+    uv_timer_stop(&c->retry); /* the connect deadline */
     c->up = true;
     c->backoff_ms = 0;
     c->logged_down = false;
@@ -233,6 +235,30 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     schedule_retry(c);
 }
 
+/*
+ * The deadline of a connect attempt. hiredis 0.14's libuv adapter drops a
+ * poll callback that carries an error status, and libuv reports a refused
+ * non-blocking connect exactly that way (POLLERR: the poll is stopped and the
+ * callback gets UV_EBADF). hiredis then never calls the connect callback,
+ * neither OK nor ERR, and the attempt hangs forever: a node whose retry hit
+ * a restarting Redis never reconnected. So every attempt has a deadline.
+ */
+static void connect_timeout_cb(uv_timer_t *t)
+{
+    bconn *c = t->data;
+    if (B.stopping || !c->ac || c->up)
+        return;
+    redisAsyncContext *ac = c->ac;
+    c->ac = NULL;
+    if (!c->logged_down)
+        log_warn("redis %s:%d (%s): no connection within %d ms; retrying with backoff",
+                 c->sh->addr->host, c->sh->addr->port, c->is_sub ? "sub" : "cmd", CONNECT_TIMEOUT_MS);
+    c->logged_down = true;
+    B.st.connect_timeouts++;
+    redisAsyncFree(ac); /* never connected: no disconnect callback */
+    schedule_retry(c);
+}
+
 static void conn_start(bconn *c)
 {
     const srv_redis_addr *a = c->sh->addr;
@@ -255,6 +281,7 @@ static void conn_start(bconn *c)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     c->ac = ac;
+    uv_timer_start(&c->retry, connect_timeout_cb, CONNECT_TIMEOUT_MS, 0);
 }
 
 int srv_broker_start(void)
@@ -292,8 +319,13 @@ void srv_broker_stop(void)
         for (int k = 0; k < 2; k++) {
             uv_timer_stop(&cs[k]->retry);
             uv_close((uv_handle_t *)&cs[k]->retry, NULL);
-            if (cs[k]->ac)
+            if (cs[k]->ac && cs[k]->up) {
                 redisAsyncDisconnect(cs[k]->ac); /* flushes what is queued, then closes */
+            } else if (cs[k]->ac) { /* still connecting: nothing to flush */
+                redisAsyncContext *ac = cs[k]->ac;
+                cs[k]->ac = NULL;
+                redisAsyncFree(ac);
+            }
         }
     }
 }

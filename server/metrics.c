@@ -141,6 +141,7 @@ char *srv_metrics_render(size_t *len)
         counter(&t, "inkwire_redis_malformed_total", "Malformed Redis messages dropped.", bs.malformed, false);
         counter(&t, "inkwire_redis_connects_total", "Redis connections established.", bs.connects, false);
         counter(&t, "inkwire_redis_disconnects_total", "Redis connections lost.", bs.disconnects, false);
+        counter(&t, "inkwire_redis_connect_timeouts_total", "Redis connect attempts abandoned after 2 s.", bs.connect_timeouts, false);
         counter(&t, "inkwire_redis_subscribes_total", "SUBSCRIBE commands sent.", bs.subscribes, false);
         counter(&t, "inkwire_redis_command_errors_total", "Redis commands answered with an error.", bs.command_errors, false);
         counter(&t, "inkwire_hub_remote_events_total", "Events received from other nodes.", srv_hub_remote_events, false);

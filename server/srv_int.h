@@ -358,7 +358,7 @@ typedef void (*srv_broker_cb)(struct redisReply *r, void *priv);
 typedef struct srv_broker_stats {
     unsigned shards, shards_up, channels;
     unsigned long long published, publish_dropped, received, own_ignored, malformed;
-    unsigned long long connects, disconnects, subscribes, command_errors, probes;
+    unsigned long long connects, disconnects, subscribes, command_errors, probes, connect_timeouts;
 } srv_broker_stats;
 
 /* Start the Redis connections (no-op without INKWIRE_REDIS_URL); 0. */
