@@ -6,7 +6,7 @@
  *
  *   inkwire-bot --port P [--tenants T --staff S --clients C --devices K]
  *               [--fanout N] [--chat-rate R|max] [--presence-rate R]
- *               [--inquiry-rate R] [--ar-rate R] [--storm-at SEC]
+ *               [--inquiry-rate R] [--ar-rate R] [--consult-rate R] [--storm-at SEC]
  *               [--duration SEC] [--json] ...       (see --help)
  *
  * Shape of a run (all bounded: --duration, a hard alarm, --max-conns):
@@ -89,6 +89,7 @@ typedef struct bot_opts {
     int fanout;                 /* N extra owner sockets on conversation 0 of tenant 0 */
     double chat_rate;           /* msgs/s total; <0 = max (window), 0 = off */
     double presence_rate, inquiry_rate, ar_rate;
+    double consult_rate;        /* consult set-ups/s total; <0 = max, 0 = off */
     int ar_batch;
     int window;                 /* requests in flight per sender socket */
     int dwindow;                /* fan-out max: messages not yet delivered everywhere */
@@ -193,12 +194,14 @@ typedef struct pstats {
     uint64_t send_skipped;       /* paced send due but no sender socket free */
     uint64_t gaps, dups, not_recovered, recovered, behind, subs_checked;
     uint64_t ar_events;          /* AR events acknowledged (202) */
+    uint64_t consults_started, consults_completed, consult_skipped;
+    uint64_t sig_sent, sig_relayed;  /* consult signals: 202-bound sends, relays seen */
     uint64_t storm_done_ns;      /* when this worker had every socket ready again */
     int n_codes;
     struct { int status; char code[28]; uint64_t n; } codes[BOT_MAX_CODES];
     int n_close;
     struct { int code; uint64_t n; } closes[BOT_MAX_CODES];
-    hist e2e, ack, connect;
+    hist e2e, ack, connect, sig;  /* sig: consult signal relay, sender's send -> receiver's event */
     int exited;
 } pstats;
 
@@ -327,7 +330,8 @@ typedef struct tenant {
 
 /* A slot is one socket to open: a member and what it does. */
 enum { S_SUB_CONVS = 1, S_SUB_OWN = 2, S_SUB_STUDIO = 4, S_SUB_PRESENCE = 8,
-       S_CHAT = 16, S_PRESENCE = 32, S_INQUIRY = 64, S_AR = 128, S_PUB = 256, S_NATS_SUB = 512 };
+       S_CHAT = 16, S_PRESENCE = 32, S_INQUIRY = 64, S_AR = 128, S_PUB = 256, S_NATS_SUB = 512,
+       S_CONSULT = 1024, S_SUB_USER = 2048 };
 
 typedef struct slot {
     int member;
@@ -422,7 +426,8 @@ static int http_put(const char *path, const char *json)
 /* ================================================================== connections */
 
 enum { C_OFF = 0, C_CONNECTING, C_HANDSHAKE, C_AUTH, C_SUBS, C_READY };
-enum { K_SESSION = 1, K_SUB, K_CONV, K_MSG, K_PRES, K_INQ, K_ARC, K_ARE };
+enum { K_SESSION = 1, K_SUB, K_CONV, K_MSG, K_PRES, K_INQ, K_ARC, K_ARE,
+       K_CCREATE, K_CSUB, K_CJOIN, K_CSIG, K_CEND, K_CUNSUB };
 
 typedef struct sub {
     int ch;          /* channel index */
@@ -451,6 +456,7 @@ typedef struct conn {
     bool ar_pending;
     uint32_t evcount;
     int conv_i;      /* for setup sockets: next conversation to create */
+    int cp;          /* the consult pair this socket is busy with (index in CP), else -1 */
 } conn;
 
 static conn *CN;       /* this process's connections */
@@ -826,6 +832,426 @@ static void send_conv_create(conn *c, int ti, int ci)
     req_send(c, id);
 }
 
+/* ---- video consults (--consult-rate; PROTOCOL §5 "Video consults") ----
+ *
+ * A pair is a staff socket and a client socket of one studio, both owned by
+ * this worker process (so the sender's send time of every signal is known to
+ * the receiver's side: the relay latency is exact, end-of-candidates
+ * included). One consult at a time per pair and per socket:
+ *   staff:  POST /v1/consults {conversation_id} -> subscribe consult:<id> -> join
+ *   client: consult.started on user:<client> -> subscribe consult:<id> -> join
+ *   the side whose join reply finds the other one present (the later joiner,
+ *   the polite one) sends offer, CONSULT_CANDS candidates, end-of-candidates
+ *   (candidate: null); the other side, on the offer, sends answer, the same
+ *   candidates and end-of-candidates. Every consult.signal is checked (from,
+ *   n in order, kind, polite = the receiver's role) and its relay latency
+ *   recorded; the seated side must have seen consult.peer_joined first.
+ *   staff:  every signal of the client relayed and its own acknowledged ->
+ *           DELETE /v1/consults/<id>; the client must see consult.ended with
+ *           every signal of the staff relayed before it (else signal_missing).
+ *   both unsubscribe consult:<id>.
+ * A non-2xx reply (counted with its code) or a consult not done in
+ * CONSULT_TIMEOUT_NS aborts the consult (the staff side DELETEs it); a pair
+ * is reused only once every request of its last consult was answered. */
+
+#define CONSULT_CANDS 3                    /* ICE candidates per side */
+#define CONSULT_SIGS (CONSULT_CANDS + 2)   /* offer|answer, candidates, end-of-candidates */
+#define CONSULT_TIMEOUT_NS 10000000000ull
+
+enum { CP_IDLE = 0, CP_RUN, CP_DONE, CP_ABORT };
+
+typedef struct cpair {
+    int conn[2];             /* [0] the staff socket, [1] the client socket (indices in CN) */
+    int state;
+    char id[37];             /* the consult (from the create reply) */
+    char started_id[37];     /* consult.started seen by the client before that reply */
+    char ufrag[2][8];
+    uint64_t t0;
+    uint32_t out[2];         /* consult requests in flight, per side */
+    bool started, joined[2], offerer[2], saw_joined[2];
+    uint8_t sent[2], acked[2], got[2];
+    bool end_sent, end_ok, ended_seen;
+    uint64_t sig_ns[2][CONSULT_SIGS + 1]; /* send time of signal n of side s */
+} cpair;
+
+static cpair *CP;
+static int nCP;
+static struct { double rate; int next; uint64_t done; } CPC;
+
+static member *cp_member(const cpair *p, int side) { return &M[SL[CN[p->conn[side]].slot].member]; }
+
+static int cp_side(const cpair *p, const conn *c) { return p->conn[0] == (int)(c - CN) ? 0 : 1; }
+
+static cpair *cp_of(const conn *c) { return c->cp >= 0 && c->cp < nCP ? &CP[c->cp] : NULL; }
+
+static void cp_code(const char *code) { st_code(0, code, strlen(code)); }
+
+/* Begin a consult request of `side` (the caller packs the body, then cp_send). */
+static uint32_t cp_req(cpair *p, int side, int kind, const char *op, const char *path, bool has_body)
+{
+    p->out[side]++;
+    return req_begin(&CN[p->conn[side]], kind, op, path, has_body);
+}
+
+static void cp_send(cpair *p, int side, uint32_t id) { req_send(&CN[p->conn[side]], id); }
+
+static bool cp_alive(const cpair *p, int side)
+{
+    const conn *c = &CN[p->conn[side]];
+    return c->fd >= 0 && c->state == C_READY;
+}
+
+static void cp_maybe_free(cpair *p)
+{
+    if (p->state == CP_RUN || p->state == CP_IDLE || p->out[0] || p->out[1])
+        return;
+    CN[p->conn[0]].cp = CN[p->conn[1]].cp = -1;
+    p->state = CP_IDLE;
+}
+
+/* Abort the running consult (why: an error code to count, or NULL). */
+static void cp_abort(cpair *p, const char *why)
+{
+    if (p->state != CP_RUN)
+        return;
+    p->state = CP_ABORT; /* first: a close below must not come back here */
+    if (why)
+        cp_code(why);
+    if (p->id[0] && !p->end_sent && cp_alive(p, 0) && !atomic_load(&SH->stop)) {
+        char path[64];
+        snprintf(path, sizeof path, "/v1/consults/%s", p->id);
+        p->end_sent = true;
+        cp_send(p, 0, cp_req(p, 0, K_CEND, "DELETE", path, false));
+    }
+    cp_maybe_free(p);
+}
+
+static void cp_subscribe(cpair *p, int side, int kind, const char *op)
+{
+    char ch[48], path[80];
+    snprintf(ch, sizeof ch, "consult:%s", p->id);
+    if (kind == K_CUNSUB) {
+        snprintf(path, sizeof path, "/v1/subscriptions/%s", ch);
+        cp_send(p, side, cp_req(p, side, kind, op, path, false));
+        return;
+    }
+    uint32_t id = cp_req(p, side, kind, op, "/v1/subscriptions", true);
+    msgpack_pack_map(&PK, 1);
+    pk_str("channel");
+    pk_str(ch);
+    cp_send(p, side, id);
+}
+
+static void rnd_chars(char *out, size_t n, const char *set)
+{
+    size_t k = strlen(set);
+    for (size_t i = 0; i < n; i++)
+        out[i] = set[rnd() % k];
+    out[n] = '\0';
+}
+
+/* A browser-like SDP (audio + video, BUNDLE, trickle ICE): ~800 bytes. */
+static void make_sdp(char *out, size_t n, bool offer, const char *ufrag)
+{
+    static const char hx[] = "0123456789ABCDEF";
+    char fp[32 * 3], pwd[25];
+    for (int i = 0; i < 32; i++) {
+        uint64_t r = rnd();
+        fp[i * 3] = hx[r & 15];
+        fp[i * 3 + 1] = hx[(r >> 4) & 15];
+        fp[i * 3 + 2] = i < 31 ? ':' : '\0';
+    }
+    rnd_chars(pwd, 24, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/");
+    const char *setup = offer ? "actpass" : "active";
+    snprintf(out, n,
+             "v=0\r\no=- %" PRIu64 " 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+             "a=group:BUNDLE 0 1\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS bot\r\n"
+             "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n"
+             "a=ice-ufrag:%s\r\na=ice-pwd:%s\r\na=ice-options:trickle\r\n"
+             "a=fingerprint:sha-256 %s\r\na=setup:%s\r\na=mid:0\r\na=sendrecv\r\n"
+             "a=msid:bot bot-audio\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n"
+             "a=fmtp:111 minptime=10;useinbandfec=1\r\n"
+             "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n"
+             "a=ice-ufrag:%s\r\na=ice-pwd:%s\r\na=ice-options:trickle\r\n"
+             "a=fingerprint:sha-256 %s\r\na=setup:%s\r\na=mid:1\r\na=sendrecv\r\n"
+             "a=msid:bot bot-video\r\na=rtcp-mux\r\na=rtcp-rsize\r\na=rtpmap:96 VP8/90000\r\n"
+             "a=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n",
+             rnd() >> 1, ufrag, pwd, fp, setup, ufrag, pwd, fp, setup);
+}
+
+/* Send this side's signals to the other: offer|answer, candidates, end-of-candidates. */
+static void cp_send_signals(cpair *p, int side)
+{
+    const char *to = cp_member(p, 1 - side)->id;
+    char path[80], sdp[1536], cand[192];
+    snprintf(path, sizeof path, "/v1/consults/%s/signal", p->id);
+    for (int n = 1; n <= CONSULT_SIGS; n++) {
+        if (p->state != CP_RUN || !cp_alive(p, side))
+            return;
+        uint32_t id = cp_req(p, side, K_CSIG, "POST", path, true);
+        msgpack_pack_map(&PK, 3);
+        pk_str("to");
+        pk_str(to);
+        pk_str("kind");
+        if (n == 1) {
+            pk_str(p->offerer[side] ? "offer" : "answer");
+            make_sdp(sdp, sizeof sdp, p->offerer[side], p->ufrag[side]);
+            pk_str("sdp");
+            pk_str(sdp);
+        } else {
+            pk_str("candidate");
+            pk_str("candidate");
+            if (n == CONSULT_SIGS) {
+                msgpack_pack_nil(&PK); /* end-of-candidates */
+            } else {
+                snprintf(cand, sizeof cand,
+                         "candidate:%u 1 udp %u 127.0.0.1 %u typ host generation 0 ufrag %s network-id 1",
+                         (unsigned)(rnd() % 4000000000u), 2122260223u - (unsigned)n,
+                         49152u + (unsigned)(rnd() % 16000), p->ufrag[side]);
+                msgpack_pack_map(&PK, 4);
+                pk_str("candidate");
+                pk_str(cand);
+                pk_str("sdpMid");
+                pk_str(n % 2 ? "1" : "0");
+                pk_str("sdpMLineIndex");
+                msgpack_pack_uint32(&PK, (uint32_t)(n % 2));
+                pk_str("usernameFragment");
+                pk_str(p->ufrag[side]);
+            }
+        }
+        p->sig_ns[side][n] = now_ns();
+        p->sent[side]++;
+        ST->sig_sent++;
+        cp_send(p, side, id);
+    }
+}
+
+static void cp_start(int pi)
+{
+    cpair *p = &CP[pi];
+    int c0 = p->conn[0], c1 = p->conn[1];
+    memset(p, 0, sizeof *p);
+    p->conn[0] = c0;
+    p->conn[1] = c1;
+    p->state = CP_RUN;
+    p->t0 = now_ns();
+    CN[c0].cp = CN[c1].cp = pi;
+    for (int s = 0; s < 2; s++)
+        rnd_chars(p->ufrag[s], 4, "abcdefghijklmnopqrstuvwxyz0123456789");
+    member *cl = cp_member(p, 1);
+    ST->consults_started++;
+    uint32_t id = cp_req(p, 0, K_CCREATE, "POST", "/v1/consults", true);
+    msgpack_pack_map(&PK, 1);
+    pk_str("conversation_id");
+    pk_str(T[cl->tenant].conv[cl->conv]);
+    cp_send(p, 0, id);
+}
+
+/* The client learnt of the consult (consult.started): subscribe, then join. */
+static void cp_client_begin(cpair *p)
+{
+    if (p->started)
+        return;
+    p->started = true;
+    cp_subscribe(p, 1, K_CSUB, "POST");
+}
+
+static void cp_check_end(cpair *p)
+{
+    if (p->state != CP_RUN || p->end_sent || p->got[0] < CONSULT_SIGS || p->acked[0] < CONSULT_SIGS)
+        return;
+    char path[64];
+    snprintf(path, sizeof path, "/v1/consults/%s", p->id);
+    p->end_sent = true;
+    cp_send(p, 0, cp_req(p, 0, K_CEND, "DELETE", path, false));
+}
+
+static void cp_check_done(cpair *p)
+{
+    if (p->state == CP_RUN && p->end_ok && p->ended_seen) {
+        p->state = CP_DONE;
+        ST->consults_completed++;
+    }
+}
+
+static bool str_is(const char *s, size_t n, const char *lit)
+{
+    return strlen(lit) == n && memcmp(s, lit, n) == 0;
+}
+
+static void cp_on_reply(conn *c, int kind, int status, const msgpack_object *body)
+{
+    cpair *p = cp_of(c);
+    if (!p)
+        return;
+    int side = cp_side(p, c);
+    if (p->out[side])
+        p->out[side]--;
+    if (p->state != CP_RUN) { /* a late reply of an ended or aborted consult */
+        cp_maybe_free(p);
+        return;
+    }
+    if (status >= 300) { /* counted with its code by on_reply */
+        cp_abort(p, NULL);
+        return;
+    }
+    const char *s;
+    size_t sl;
+    switch (kind) {
+    case K_CCREATE:
+        if (!body || proto_get_str(body, "id", &s, &sl) != 0 || sl != 36) {
+            cp_abort(p, "consult_bad_reply");
+            return;
+        }
+        memcpy(p->id, s, 36);
+        p->id[36] = '\0';
+        cp_subscribe(p, 0, K_CSUB, "POST");
+        if (strcmp(p->started_id, p->id) == 0)
+            cp_client_begin(p);
+        break;
+    case K_CSUB: {
+        char path[80];
+        snprintf(path, sizeof path, "/v1/consults/%s/join", p->id);
+        cp_send(p, side, cp_req(p, side, K_CJOIN, "POST", path, false));
+        break;
+    }
+    case K_CJOIN: {
+        p->joined[side] = true;
+        const msgpack_object *peers = body ? proto_map_get(body, "peers") : NULL;
+        const char *other = cp_member(p, 1 - side)->id;
+        bool found = false, present = false, polite = false;
+        if (peers && peers->type == MSGPACK_OBJECT_ARRAY)
+            for (uint32_t i = 0; i < peers->via.array.size; i++) {
+                const msgpack_object *e = &peers->via.array.ptr[i];
+                if (proto_get_str(e, "member_id", &s, &sl) == 0 && sl == 36 && memcmp(s, other, 36) == 0) {
+                    found = true;
+                    proto_get_bool(e, "present", &present);
+                    proto_get_bool(e, "polite", &polite);
+                }
+            }
+        if (found && present) { /* the later joiner: polite, makes the first offer */
+            if (!polite)
+                cp_code("consult_join_not_polite");
+            p->offerer[side] = true;
+            cp_send_signals(p, side);
+        } else if (found) {
+            cp_code("consult_peer_not_present");
+        }
+        break;
+    }
+    case K_CSIG: {
+        uint64_t n = 0;
+        p->acked[side]++;
+        if (!body || proto_get_u64(body, "n", &n) != 0 || n != p->acked[side])
+            cp_code("signal_bad_n");
+        if (side == 0)
+            cp_check_end(p);
+        break;
+    }
+    case K_CEND:
+        p->end_ok = true;
+        cp_subscribe(p, 0, K_CUNSUB, "DELETE");
+        cp_check_done(p);
+        break;
+    default:
+        break;
+    }
+    cp_maybe_free(p);
+}
+
+static void cp_on_signal(cpair *p, int side, const msgpack_object *d)
+{
+    int from = 1 - side;
+    uint64_t n = 0;
+    const char *s;
+    size_t sl;
+    bool polite = false, ok = true;
+    uint64_t now = now_ns();
+    if (proto_get_u64(d, "n", &n) != 0 || n != (uint64_t)p->got[side] + 1 || n > CONSULT_SIGS) {
+        cp_code("signal_out_of_order");
+        ok = false;
+    }
+    if (proto_get_str(d, "from", &s, &sl) != 0 || sl != 36 || memcmp(s, cp_member(p, from)->id, 36) != 0)
+        ok = false;
+    if (proto_get_bool(d, "polite", &polite) != 0 || polite != p->offerer[side])
+        ok = false; /* the receiver's role: the offerer (later joiner) is polite */
+    const msgpack_object *cand = proto_map_get(d, "candidate"); /* nil: end-of-candidates */
+    bool cand_nil = cand && cand->type == MSGPACK_OBJECT_NIL;
+    bool cand_map = cand && cand->type == MSGPACK_OBJECT_MAP && proto_get_str(cand, "candidate", &s, &sl) == 0;
+    if (proto_get_str(d, "kind", &s, &sl) != 0) {
+        ok = false;
+    } else if (n == 1) {
+        ok &= str_is(s, sl, p->offerer[side] ? "answer" : "offer") && proto_get_str(d, "sdp", &s, &sl) == 0;
+    } else {
+        ok &= str_is(s, sl, "candidate") && (n == CONSULT_SIGS ? cand_nil : cand_map);
+    }
+    if (!ok && n >= 1 && n <= CONSULT_SIGS)
+        cp_code("signal_mismatch");
+    p->got[side]++;
+    ST->sig_relayed++;
+    if (n >= 1 && n <= CONSULT_SIGS && p->sig_ns[from][n] && p->sig_ns[from][n] <= now &&
+        atomic_load(&SH->measuring))
+        h_add(&ST->sig, (now - p->sig_ns[from][n]) / 1000);
+    if (n == 1 && !p->offerer[side]) { /* the offer: the seated side answers */
+        if (!p->saw_joined[side])
+            cp_code("consult_peer_joined_missing");
+        cp_send_signals(p, side);
+    }
+    if (side == 0)
+        cp_check_end(p);
+}
+
+/* A consult.* event on a socket busy with a consult. */
+static void cp_on_event(conn *c, const char *ev, size_t evl, const msgpack_object *d)
+{
+    cpair *p = cp_of(c);
+    const char *cid, *s;
+    size_t cl, sl;
+    if (!p || p->state != CP_RUN || !d || proto_get_str(d, "consult_id", &cid, &cl) != 0 || cl != 36)
+        return;
+    int side = cp_side(p, c);
+    if (str_is(ev, evl, "consult.started")) {
+        if (side != 1)
+            return;
+        if (p->id[0]) {
+            if (memcmp(cid, p->id, 36) == 0)
+                cp_client_begin(p);
+        } else { /* before the staff socket had the create reply */
+            memcpy(p->started_id, cid, 36);
+            p->started_id[36] = '\0';
+        }
+        return;
+    }
+    if (!p->id[0] || memcmp(cid, p->id, 36) != 0)
+        return;
+    if (str_is(ev, evl, "consult.signal")) {
+        cp_on_signal(p, side, d);
+    } else if (str_is(ev, evl, "consult.peer_joined")) {
+        if (proto_get_str(d, "member_id", &s, &sl) == 0 && sl == 36 &&
+            memcmp(s, cp_member(p, 1 - side)->id, 36) == 0)
+            p->saw_joined[side] = true;
+    } else if (str_is(ev, evl, "consult.ended") && side == 1 && !p->ended_seen) {
+        p->ended_seen = true;
+        for (int k = p->got[1]; k < CONSULT_SIGS; k++)
+            cp_code("signal_missing");
+        cp_subscribe(p, 1, K_CUNSUB, "DELETE");
+        cp_check_done(p);
+    }
+    cp_maybe_free(p);
+}
+
+/* conn_close: the socket's requests are gone; its consult cannot go on. */
+static void cp_on_close(conn *c, bool deliberate)
+{
+    cpair *p = cp_of(c);
+    if (!p)
+        return;
+    p->out[cp_side(p, c)] = 0;
+    if (p->state == CP_RUN)
+        cp_abort(p, deliberate ? NULL : "consult_interrupted");
+    cp_maybe_free(p);
+}
+
 /* ---- NATS ---- */
 
 static const char nats_subj[] = "inkwire.bench";
@@ -916,6 +1342,7 @@ static void conn_close(conn *c, bool unexpected)
         if (!atomic_load(&SH->stop))
             rq_push((int)(c - CN), now_ns() + 250000000ull); /* come back in 250 ms */
     }
+    cp_on_close(c, !unexpected);
 }
 
 static void conn_start(conn *c)
@@ -1115,6 +1542,14 @@ static void on_event(conn *c, const uint8_t *p, size_t n)
                 CH[ci].max = seq;
         }
     }
+    if (!msg && evl > 8 && memcmp(ev, "consult.", 8) == 0 && cp_of(c)) {
+        size_t uoff = 0;
+        msgpack_object o;
+        if (msgpack_unpack((const char *)p, n, &uoff, &zone, &o) == MSGPACK_UNPACK_SUCCESS)
+            cp_on_event(c, ev, evl, proto_map_get(&o, "data"));
+        msgpack_zone_clear(&zone);
+        return;
+    }
     if (!msg || (++c->evcount % (uint32_t)O.sample) != 0)
         return;
     size_t uoff = 0;
@@ -1236,6 +1671,14 @@ static void on_reply(conn *c, const msgpack_object *o)
             if (atomic_load(&SH->measuring))
                 h_add(&ST->ack, lat_us);
         }
+        break;
+    case K_CCREATE:
+    case K_CSUB:
+    case K_CJOIN:
+    case K_CSIG:
+    case K_CEND:
+    case K_CUNSUB:
+        cp_on_reply(c, kind, (int)status, body);
         break;
     case K_CONV: {
         /* setup: conversation created; store its id */
@@ -1569,7 +2012,7 @@ static void build_subs(conn *c)
     slot *s = &SL[c->slot];
     member *m = &M[s->member];
     tenant *t = &T[m->tenant];
-    int n = 0, cap = 2 + ((s->flags & S_SUB_CONVS) ? t->nclients : 0);
+    int n = 0, cap = 3 + ((s->flags & S_SUB_CONVS) ? t->nclients : 0);
     c->subs = calloc((size_t)cap + 1, sizeof *c->subs);
     if (!c->subs)
         die("out of memory");
@@ -1587,6 +2030,10 @@ static void build_subs(conn *c)
     }
     if (s->flags & S_SUB_OWN) {
         snprintf(name, sizeof name, "conv:%s", t->conv[m->conv]);
+        c->subs[n++].ch = chan_key(ti, name, strlen(name), true);
+    }
+    if (s->flags & S_SUB_USER) { /* consult.started / consult.signal (before any join) */
+        snprintf(name, sizeof name, "user:%s", m->id);
         c->subs[n++].ch = chan_key(ti, name, strlen(name), true);
     }
     c->nsubs = n;
@@ -1691,6 +2138,7 @@ static void worker_setup_conns(int w, int nprocs)
         c->slot = i;
         c->nats = O.peer != NULL;
         c->next_id = c->nats ? 0 : 1;
+        c->cp = -1;
         if (!c->nats)
             build_subs(c);
         rq_push((int)(c - CN), 0);
@@ -1709,6 +2157,97 @@ static void worker_setup_conns(int w, int nprocs)
             p->flag = S_PUB;
         p->rate = rates[j] < 0 ? -1 : rates[j] / nprocs;
     }
+    /* consult pairs: each client socket with a staff socket of its studio, both
+     * in this process (sockets come in slot order: a studio's staff, then its
+     * clients); the studio's staff sockets take turns */
+    CPC.rate = O.consult_rate < 0 ? -1 : O.consult_rate / nprocs;
+    if (O.consult_rate != 0) {
+        CP = calloc((size_t)nCN + 1, sizeof *CP);
+        int *staff = calloc((size_t)nCN + 1, sizeof *staff);
+        if (!CP || !staff)
+            die("out of memory");
+        int tcur = -1, ns = 0, turn = 0;
+        for (int i = 0; i < nCN; i++) {
+            if (!(SL[CN[i].slot].flags & S_CONSULT))
+                continue;
+            const member *m = &M[SL[CN[i].slot].member];
+            if (m->tenant != tcur) {
+                tcur = m->tenant;
+                ns = turn = 0;
+            }
+            if (m->role != R_CLIENT) {
+                staff[ns++] = i;
+            } else if (ns > 0) {
+                CP[nCP].conn[0] = staff[turn++ % ns];
+                CP[nCP].conn[1] = i;
+                nCP++;
+            }
+        }
+        free(staff);
+    }
+}
+
+static bool cp_free(const cpair *p)
+{
+    if (p->state != CP_IDLE)
+        return false;
+    for (int s = 0; s < 2; s++) {
+        const conn *c = &CN[p->conn[s]];
+        if (c->cp >= 0 || c->state != C_READY || c->fd < 0 || c->woff < c->wlen ||
+            c->inflight >= (uint32_t)O.window)
+            return false;
+    }
+    return true;
+}
+
+/* Start consults at --consult-rate (as pace() does for the other scenarios). */
+static void pace_consults(uint64_t since_go_ns)
+{
+    if (nCP == 0 || CPC.rate == 0)
+        return;
+    if (CPC.rate < 0) {
+        for (int i = 0; i < nCP; i++)
+            if (cp_free(&CP[i])) {
+                cp_start(i);
+                CPC.done++;
+            }
+        return;
+    }
+    uint64_t due = (uint64_t)(CPC.rate * (double)since_go_ns / 1e9);
+    int tries = 0;
+    while (CPC.done < due) {
+        int i = CPC.next;
+        CPC.next = (CPC.next + 1) % nCP;
+        if (cp_free(&CP[i])) {
+            cp_start(i);
+            CPC.done++;
+            tries = 0;
+        } else if (++tries >= nCP) {
+            ST->consult_skipped += due - CPC.done; /* every pair busy: the rate is not met */
+            CPC.done = due;
+            break;
+        }
+    }
+}
+
+static int cp_busy(void)
+{
+    int n = 0;
+    for (int i = 0; i < nCP; i++)
+        n += CP[i].state != CP_IDLE;
+    return n;
+}
+
+/* Every 100 ms: a consult that is not done in time is aborted. */
+static void cp_timeouts(uint64_t now)
+{
+    static uint64_t last;
+    if (now - last < 100000000ull)
+        return;
+    last = now;
+    for (int i = 0; i < nCP; i++)
+        if (CP[i].state == CP_RUN && now - CP[i].t0 > CONSULT_TIMEOUT_NS)
+            cp_abort(&CP[i], "consult_timeout");
 }
 
 /* Final check: every subscription caught up with what this process saw. */
@@ -1778,7 +2317,9 @@ static void worker_run(int w, int nprocs)
                 go_ns = now;
             for (int j = 0; j < 4; j++)
                 pace(&PC[j], now - go_ns);
+            pace_consults(now - go_ns);
         }
+        cp_timeouts(now);
         if (atomic_load(&SH->stop)) {
             if (!stop_ns)
                 stop_ns = now;
@@ -1788,6 +2329,8 @@ static void worker_run(int w, int nprocs)
                 last_deliv_change = now;
             }
             bool quiet = now - (last_deliv_change ? last_deliv_change : stop_ns) > 1000000000ull;
+            if (cp_busy()) /* consults under way finish (or time out) first */
+                quiet = false;
             if (quiet || now - stop_ns > 5000000000ull || atomic_load(&SH->stop) == 2)
                 break;
         }
@@ -1800,6 +2343,9 @@ static void worker_run(int w, int nprocs)
     }
     if (!O.peer)
         check_behind();
+    for (int i = 0; i < nCP; i++)
+        if (CP[i].state == CP_RUN)
+            cp_code("consult_unfinished");
     for (int i = 0; i < nCN; i++)
         if (CN[i].fd >= 0) {
             if (!CN[i].nats) {
@@ -1992,6 +2538,8 @@ static void plan_slots(void)
                 if (d == 0 && O.presence_rate)
                     f |= S_PRESENCE;
             }
+            if (d == 0 && O.consult_rate) /* consults: device 0 of staff and clients */
+                f |= S_CONSULT | S_SUB_USER;
             SL[nSL++] = (slot){ i, f };
         }
     }
@@ -2091,7 +2639,8 @@ static void aggregate(pstats *a)
         ADD(auth_err); ADD(sub_err); ADD(unexpected_close); ADD(reconnects); ADD(sends); ADD(acks);
         ADD(deliveries); ADD(other_events); ADD(bytes_in); ADD(bytes_out); ADD(send_skipped);
         ADD(gaps); ADD(dups); ADD(not_recovered); ADD(recovered); ADD(behind); ADD(subs_checked);
-        ADD(ar_events);
+        ADD(ar_events); ADD(consults_started); ADD(consults_completed); ADD(consult_skipped);
+        ADD(sig_sent); ADD(sig_relayed);
 #undef ADD
         if (p->storm_done_ns > a->storm_done_ns)
             a->storm_done_ns = p->storm_done_ns;
@@ -2125,6 +2674,7 @@ static void aggregate(pstats *a)
         h_merge(&a->e2e, &p->e2e);
         h_merge(&a->ack, &p->ack);
         h_merge(&a->connect, &p->connect);
+        h_merge(&a->sig, &p->sig);
     }
 }
 
@@ -2178,6 +2728,15 @@ static void usage(FILE *f)
 "  --presence-rate R    PUT /v1/presence (staff)      --presence-sub  staff watch presence\n"
 "  --inquiry-rate R     POST /v1/inquiries (clients)\n"
 "  --ar-rate R          AR telemetry events/s (clients; --ar-batch B events per request, 50)\n"
+"  --consult-rate R|max video consult set-ups/s (the bot's studios are on plan 'studio', which\n"
+"                       includes video): a staff member (device 0) opens a consult on a\n"
+"                       client's conversation, the client learns of it by consult.started\n"
+"                       on user:<id>; both subscribe consult:<id> and join, the later joiner\n"
+"                       offers; each side sends offer|answer, 3 ICE candidates and\n"
+"                       end-of-candidates (10 signals a consult, each checked on arrival;\n"
+"                       relay latency: 'signal'); the staff member ends it and the client\n"
+"                       must see consult.ended. Pairs are formed inside each bot process;\n"
+"                       rooms live in one server worker: run the server with one worker\n"
 "  --size BYTES         chat text size (default 100)\n"
 "  --window W           requests in flight per sender socket (default 8, max 48)\n"
 "  --dwindow W          fan-out max: messages not yet delivered to all (default 4)\n"
@@ -2244,6 +2803,7 @@ static void parse_args(int argc, char **argv)
         {"jwt-alg", 1, 0, 'G'}, {"tenants", 1, 0, 't'}, {"staff", 1, 0, 's'}, {"clients", 1, 0, 'c'},
         {"devices", 1, 0, 'd'}, {"fanout", 1, 0, 'f'}, {"chat-rate", 1, 0, 'r'},
         {"presence-rate", 1, 0, 'P'}, {"inquiry-rate", 1, 0, 'I'}, {"ar-rate", 1, 0, 'R'},
+        {"consult-rate", 1, 0, 'C'},
         {"ar-batch", 1, 0, 'B'}, {"window", 1, 0, 'w'}, {"dwindow", 1, 0, 'W'}, {"size", 1, 0, 'z'},
         {"duration", 1, 0, 'D'}, {"warmup", 1, 0, 'u'}, {"storm-at", 1, 0, 'S'},
         {"ramp-timeout", 1, 0, 'T'}, {"procs", 1, 0, 'n'}, {"max-pending", 1, 0, 'm'},
@@ -2269,6 +2829,7 @@ static void parse_args(int argc, char **argv)
         case 'P': O.presence_rate = parse_rate(optarg); break;
         case 'I': O.inquiry_rate = parse_rate(optarg); break;
         case 'R': O.ar_rate = parse_rate(optarg); break;
+        case 'C': O.consult_rate = parse_rate(optarg); break;
         case 'B': O.ar_batch = (int)parse_int(optarg, 1, 500, "--ar-batch"); break;
         case 'w': O.window = (int)parse_int(optarg, 1, BOT_WINDOW_MAX, "--window"); break;
         case 'W': O.dwindow = (int)parse_int(optarg, 1, 10000, "--dwindow"); break;
@@ -2543,12 +3104,18 @@ int main(int argc, char **argv)
         }
         if (now - last_tick >= 1000000000ull && !O.quiet) {
             double dt = (now - last_tick) / 1e9;
+            char cs[160] = "";
+            if (O.consult_rate)
+                snprintf(cs, sizeof cs, " | consults/s %.1f done/s %.1f signals/s %.0f p99 %.2f ms",
+                         (cur.consults_started - prev.consults_started) / dt,
+                         (cur.consults_completed - prev.consults_completed) / dt,
+                         (cur.sig_relayed - prev.sig_relayed) / dt, h_pct(&cur.sig, 99) / 1e3);
             fprintf(stderr,
                     "[%s %5.1fs] conns %" PRIu64 "/%d ready %" PRIu64 " | sends/s %.0f acks/s %.0f "
-                    "deliveries/s %.0f | errors %" PRIu64 " | e2e p99 %.2f ms%s\n",
+                    "deliveries/s %.0f%s | errors %" PRIu64 " | e2e p99 %.2f ms%s\n",
                     O.label, (now - t0) / 1e9, cur.live, nSL, cur.ready,
                     (cur.sends - prev.sends) / dt, (cur.acks - prev.acks) / dt,
-                    (cur.deliveries - prev.deliveries) / dt, errors_of(&cur),
+                    (cur.deliveries - prev.deliveries) / dt, cs, errors_of(&cur),
                     h_pct(&cur.e2e, 99) / 1e3,
                     phase == 0 ? " (ramp)" : phase == 1 ? " (warm-up)" : phase == 3 ? " (drain)" : "");
             prev = cur;
@@ -2570,6 +3137,9 @@ int main(int argc, char **argv)
     double sends_s = (m1.sends - m0.sends) / secs, acks_s = (m1.acks - m0.acks) / secs;
     double deliv_s = (m1.deliveries - m0.deliveries) / secs;
     double ar_s = (m1.ar_events - m0.ar_events) / secs;
+    double cst_s = (m1.consults_started - m0.consults_started) / secs;
+    double cdone_s = (m1.consults_completed - m0.consults_completed) / secs;
+    double sig_s = (m1.sig_relayed - m0.sig_relayed) / secs;
     double bpd = m1.deliveries > m0.deliveries
                      ? (double)(m1.bytes_in - m0.bytes_in) / (double)(m1.deliveries - m0.deliveries) : 0;
     double bot_cpu = (double)(bot_cpu1 - bot_cpu0) / (double)hz / secs * 100.0;
@@ -2590,6 +3160,14 @@ int main(int argc, char **argv)
         print_hist_line(out, "end-to-end", &fin.e2e);
         print_hist_line(out, "ack", &fin.ack);
         print_hist_line(out, "connect", &fin.connect);
+        if (O.consult_rate) {
+            fprintf(out, "  consults       started/s %.2f  completed/s %.2f  signals relayed/s %.0f  (in all: started %"
+                    PRIu64 " completed %" PRIu64 ", signals sent %" PRIu64 " relayed %" PRIu64
+                    ", %d per consult; skipped set-ups %" PRIu64 ")\n",
+                    cst_s, cdone_s, sig_s, fin.consults_started, fin.consults_completed, fin.sig_sent,
+                    fin.sig_relayed, 2 * CONSULT_SIGS, fin.consult_skipped);
+            print_hist_line(out, "signal relay", &fin.sig);
+        }
         fprintf(out, "  cpu            bot %.0f%%  server %.0f%% (of one core)\n", bot_cpu, srv_cpu);
         if (O.server_pid)
             fprintf(out, "  server rss     start %ld KiB, all connected %ld KiB (%.0f B/socket), max %ld KiB\n",
@@ -2619,6 +3197,12 @@ int main(int argc, char **argv)
         json_hist(stdout, "e2e", &fin.e2e, true);
         json_hist(stdout, "ack", &fin.ack, true);
         json_hist(stdout, "connect", &fin.connect, true);
+        printf("\"consults_started_per_s\":%.2f,\"consults_completed_per_s\":%.2f,\"signals_relayed_per_s\":%.1f,"
+               "\"consults_started\":%" PRIu64 ",\"consults_completed\":%" PRIu64 ",\"consult_skipped\":%" PRIu64
+               ",\"signals_sent\":%" PRIu64 ",\"signals_relayed\":%" PRIu64 ",\"signals_per_consult\":%d,",
+               cst_s, cdone_s, sig_s, fin.consults_started, fin.consults_completed, fin.consult_skipped,
+               fin.sig_sent, fin.sig_relayed, 2 * CONSULT_SIGS);
+        json_hist(stdout, "signal", &fin.sig, true);
         printf("\"ready\":%" PRIu64 ",\"ramp_seconds\":%.3f,", m1.ready, t_ready ? (t_ready - t0) / 1e9 : -1.0);
         printf("\"bot_cpu_pct\":%.1f,\"server_cpu_pct\":%.1f,\"server_rss_start_kib\":%ld,"
                "\"server_rss_ready_kib\":%ld,\"server_rss_max_kib\":%ld,\"rss_bytes_per_socket\":%.0f,",
