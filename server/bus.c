@@ -15,7 +15,8 @@
  * Memory: one MAP_SHARED | MAP_ANONYMOUS mapping made by the parent before
  * the fork (so it has the same address everywhere): per worker a control
  * block (its ring's head/reserve, its armed flag, each on its own cache
- * line) and INKWIRE_BUS_MB of ring data. Nothing in it is locked.
+ * line) and INKWIRE_BUS_MB of ring data, populated at start-up. Nothing in
+ * it is locked.
  *
  * Overruns: a worker more than a ring behind, or whose entry was overwritten
  * while it copied it, skips to the head (bus_ring.c) and counts it. Durable
@@ -81,7 +82,9 @@ int srv_bus_create(unsigned n, unsigned mb, char *err, size_t errlen)
                  ~(size_t)4095;
     size_t cap = (size_t)mb << 20;
     size_t len = ctl + n * cap;
-    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
+    /* MAP_POPULATE: the rings are a fixed cost (INKWIRE_BUS_MB per worker),
+     * paid at start-up, not page by page on the publish path */
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE,
                    -1, 0);
     if (m == MAP_FAILED) {
         snprintf(err, errlen, "INKWIRE_BUS_MB: cannot map %u x %u MiB shared: %s", n, mb,

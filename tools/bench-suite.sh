@@ -7,7 +7,8 @@
 #   idle      N idle authenticated sockets (each subscribed to its conversation)
 #             held by one node of BENCH_IDLE_WORKERS worker processes (a process
 #             holds at most ~19,900: the fd limit is 20,000); server RSS per
-#             socket (user space, VmRSS of the workers, from /proc)
+#             socket (user space: growth of the workers' summed PSS, so that pages
+#             shared between workers count once; VmRSS with one process)
 #   fanout    one conversation, N owner sockets subscribed, its client publishes
 #             100-byte texts as fast as deliveries keep up: deliveries/s; then
 #             the same with INKWIRE_WORKERS=2 (the scaling from 1 to 2 workers)
@@ -195,7 +196,7 @@ if want idle; then
     row "idle connections, one node ($IDLE_W workers)" ">= 100,000" "$n" "$(verdict "$n" '>=' 100000)" \
         "ramp $(jget "$OUT/idle.json" ramp_seconds) s; one process holds <= ~19,900 (fd limit 20,000)"
     row "user-space RSS per idle connection" "<= 6 KiB" "$kib KiB" "$(verdict "$kib" '<=' 6)" \
-        "VmRSS growth of the workers / sockets"
+        "growth of the summed PSS of the workers / sockets (shared pages counted once)"
 fi
 start_server
 

@@ -2619,11 +2619,42 @@ static uint64_t proc_cpu_ticks(int pid)
     return t;
 }
 
+/* Proportional set size (/proc/PID/smaps_rollup): a page shared by k
+ * processes counts 1/k in each. With workers, summing VmRSS counts every
+ * shared page once per worker -- the bus rings (a shared mapping every worker
+ * reads) and the pages inherited at fork -- so the server's memory is the sum
+ * of the PSS of its processes. -1 when the kernel has no smaps_rollup. */
+static long proc_pss_kib1(int pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Pss: %ld", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+/* The server's user-space memory: VmRSS of one process; with children
+ * (workers) the sum of their PSS (see proc_pss_kib1), else of their VmRSS. */
 static long proc_rss_kib(int pid)
 {
     int kids[256];
     int n = pid > 0 ? proc_children(pid, kids, 256) : 0;
-    long kb = proc_rss_kib1(pid);
+    if (n == 0)
+        return proc_rss_kib1(pid);
+    long kb = proc_pss_kib1(pid);
+    for (int i = 0; i < n && kb >= 0; i++) {
+        long k = proc_pss_kib1(kids[i]);
+        kb = k < 0 ? -1 : kb + k;
+    }
+    if (kb >= 0)
+        return kb;
+    kb = proc_rss_kib1(pid);
     for (int i = 0; i < n; i++)
         kb += proc_rss_kib1(kids[i]);
     return kb;
@@ -2752,8 +2783,9 @@ static void usage(FILE *f)
 "  --max-pending N      handshakes in flight per process (default 256)\n"
 "  --per-src N          sockets per source address 127.0.0.2, .3, ... (default 20000;\n"
 "                       the kernel has ~28,000 ephemeral ports per source address)\n"
-"  --server-pid PID     report this process's CPU and RSS, with its children's (the server\n"
-"                       under test; INKWIRE_WORKERS > 1 makes it a parent of workers)\n"
+"  --server-pid PID     report this process's CPU and memory (the server under test); with\n"
+"                       children (INKWIRE_WORKERS > 1) their CPU and the sum of their PSS\n"
+"                       (shared pages counted once, not once per worker)\n"
 "  --peer nats          speak NATS over WebSocket to a nats-server (fan-out only)\n"
 "  --label NAME         name of the run in the report\n"
 "  --json               final report as one JSON object on stdout\n"
