@@ -32,11 +32,9 @@
 #include <cmocka.h>
 
 #include "storage/storage.h"
+#include "tests/pg/pgtest.h"
 
-static const char *g_url;
 static char g_pool_url[1024];     /* g_url + application_name=inkwire_test_batch */
-static uv_loop_t g_loop;
-static uv_timer_t g_tick;
 static int g_in_submit;           /* set around submit calls */
 static int g_reentrant;           /* callbacks seen while g_in_submit */
 
@@ -44,48 +42,6 @@ enum { T = 3 };                   /* tenants */
 static char g_studio[T][37], g_client[T][37];
 
 /* ------------------------------------------------------------------ helpers */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void uuid_new(char out[37])
-{
-    static int seeded;
-    if (!seeded) {
-        srand((unsigned)time(NULL) ^ (unsigned)getpid() ^ (unsigned)(now_s() * 1e6));
-        seeded = 1;
-    }
-    unsigned char b[16];
-    for (int i = 0; i < 16; i++)
-        b[i] = (unsigned char)(rand() >> 7);
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
-}
-
-static void tick_cb(uv_timer_t *t)
-{
-    (void)t;
-}
-
-typedef int (*pred_fn)(void *arg);
-
-/* run_until -- drive the loop until pred(arg) or `secs` elapsed; returns pred. */
-static int run_until(pred_fn pred, void *arg, double secs)
-{
-    double end = now_s() + secs;
-    uv_timer_start(&g_tick, tick_cb, 5, 5);
-    while (!pred(arg) && now_s() < end)
-        uv_run(&g_loop, UV_RUN_ONCE);
-    uv_timer_stop(&g_tick);
-    return pred(arg);
-}
 
 /* What a callback saw, copied out (results die when the callback returns). */
 typedef struct cap {
@@ -165,13 +121,6 @@ static int tx_wait(store *s, const char *studio, const store_stmt *st, int n, ca
     {.sql = (q), .nparams = (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(char *)), \
      .values = (const char *const[]){__VA_ARGS__}}
 
-static PGconn *su_conn(void)
-{
-    PGconn *pg = PQconnectdb(g_url);
-    assert_int_equal(PQstatus(pg), CONNECTION_OK);
-    return pg;
-}
-
 /* su_long -- superuser scalar query (bypasses RLS), one optional text param. */
 static long su_long(const char *sql, const char *p1, const char *p2)
 {
@@ -212,8 +161,8 @@ static void test_seed(void **state)
     (void)state;
     store *s = open_pool(1, 0, 0, NULL);
     for (int t = 0; t < T; t++) {
-        uuid_new(g_studio[t]);
-        uuid_new(g_client[t]);
+        uuid_new(g_studio[t], 0);
+        uuid_new(g_client[t], 0);
         store_stmt st[] = {
             SP("INSERT INTO studios (id, name) VALUES ($1, 'batch test')", g_studio[t]),
             SP("INSERT INTO clients (id, studio_id, full_name) VALUES ($1, $2, 'c')", g_client[t],
@@ -711,23 +660,6 @@ static void test_no_reentrant_callbacks(void **state)
 
 /* ------------------------------------------------------------------ main */
 
-static int group_setup(void **state)
-{
-    (void)state;
-    uv_loop_init(&g_loop);
-    uv_timer_init(&g_loop, &g_tick);
-    uv_unref((uv_handle_t *)&g_tick);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    uv_close((uv_handle_t *)&g_tick, NULL);
-    uv_run(&g_loop, UV_RUN_DEFAULT);
-    return uv_loop_close(&g_loop) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     g_url = getenv("INKWIRE_TEST_DATABASE_URL");
@@ -751,5 +683,5 @@ int main(void)
         cmocka_unit_test(test_busy_and_cap),
         cmocka_unit_test(test_no_reentrant_callbacks),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, pgtest_group_setup, pgtest_group_teardown);
 }

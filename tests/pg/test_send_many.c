@@ -32,52 +32,10 @@
 #include <cmocka.h>
 
 #include "storage/storage.h"
+#include "tests/pg/pgtest.h"
 
-static const char *g_url;
-static uv_loop_t g_loop;
-static uv_timer_t g_tick;
 
 /* ------------------------------------------------------------------ helpers */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* uuid_new -- a random v4 UUID whose first hex digit is `lead` (so the
- * order of conversations in a batch, sorted by key, is known). */
-static void uuid_new(char out[37], char lead)
-{
-    static int seeded;
-    if (!seeded) {
-        srand((unsigned)time(NULL) ^ (unsigned)getpid() ^ (unsigned)(now_s() * 1e6));
-        seeded = 1;
-    }
-    unsigned char b[16];
-    for (int i = 0; i < 16; i++)
-        b[i] = (unsigned char)(rand() >> 7);
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
-    if (lead)
-        out[0] = lead;
-}
-
-static void tick_cb(uv_timer_t *t)
-{
-    (void)t;
-}
-
-static PGconn *su_conn(void)
-{
-    PGconn *pg = PQconnectdb(g_url);
-    assert_int_equal(PQstatus(pg), CONNECTION_OK);
-    return pg;
-}
 
 /* su_exec -- superuser statement (bypasses RLS) with up to 4 text params. */
 static PGresult *su_exec(PGconn *pg, const char *sql, int n, const char *const *v)
@@ -462,23 +420,6 @@ static void test_failing_array_falls_back(void **state)
 
 /* ------------------------------------------------------------------ main */
 
-static int group_setup(void **state)
-{
-    (void)state;
-    uv_loop_init(&g_loop);
-    uv_timer_init(&g_loop, &g_tick);
-    uv_unref((uv_handle_t *)&g_tick);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    uv_close((uv_handle_t *)&g_tick, NULL);
-    uv_run(&g_loop, UV_RUN_DEFAULT);
-    return uv_loop_close(&g_loop) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     g_url = getenv("INKWIRE_TEST_DATABASE_URL");
@@ -492,5 +433,5 @@ int main(void)
         cmocka_unit_test(test_one_by_one),
         cmocka_unit_test(test_failing_array_falls_back),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, pgtest_group_setup, pgtest_group_teardown);
 }

@@ -28,12 +28,10 @@
 #include <cmocka.h>
 
 #include "storage/storage.h"
+#include "tests/pg/pgtest.h"
 #include "storage/store_int.h"
 
-static const char *g_url;
 static char g_pool_url[1024];     /* g_url + application_name=inkwire_test_store */
-static uv_loop_t g_loop;
-static uv_timer_t g_tick;
 static store *g_s;                /* the shared pool (4 connections) */
 static int g_in_submit;           /* set around store_tx calls */
 static int g_reentrant;           /* callbacks seen while g_in_submit */
@@ -42,48 +40,6 @@ static char A[37], B[37];         /* two tenants */
 static char A_client[37], A_conv[37], B_client[37];
 
 /* ------------------------------------------------------------------ helpers */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void uuid_new(char out[37])
-{
-    static int seeded;
-    if (!seeded) {
-        srand((unsigned)time(NULL) ^ (unsigned)getpid() ^ (unsigned)(now_s() * 1e6));
-        seeded = 1;
-    }
-    unsigned char b[16];
-    for (int i = 0; i < 16; i++)
-        b[i] = (unsigned char)(rand() >> 7);
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
-}
-
-static void tick_cb(uv_timer_t *t)
-{
-    (void)t;
-}
-
-typedef int (*pred_fn)(void *arg);
-
-/* run_until -- drive the loop until pred(arg) or `secs` elapsed; returns pred. */
-static int run_until(pred_fn pred, void *arg, double secs)
-{
-    double end = now_s() + secs;
-    uv_timer_start(&g_tick, tick_cb, 5, 5);
-    while (!pred(arg) && now_s() < end)
-        uv_run(&g_loop, UV_RUN_ONCE);
-    uv_timer_stop(&g_tick);
-    return pred(arg);
-}
 
 /* What a callback saw, copied out (results die when the callback returns). */
 typedef struct cap {
@@ -150,14 +106,7 @@ static int tx_wait(store *s, const char *studio, const store_stmt *st, int n, ca
     {.sql = (q), .nparams = (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(char *)), \
      .values = (const char *const[]){__VA_ARGS__}}
 
-/* su_scalar -- superuser query (bypasses RLS) returning the first value. */
-static PGconn *su_conn(void)
-{
-    PGconn *pg = PQconnectdb(g_url);
-    assert_int_equal(PQstatus(pg), CONNECTION_OK);
-    return pg;
-}
-
+/* su_count -- superuser count query (bypasses RLS), one optional text param. */
 static long su_count(const char *sql, const char *p1)
 {
     PGconn *pg = su_conn();
@@ -320,7 +269,7 @@ static void test_tenant_insert_and_read(void **state)
     (void)state;
     cap c;
     char creator[37];
-    uuid_new(creator);
+    uuid_new(creator, 0);
     store_stmt ins[] = {
         SP("INSERT INTO studios (id, name) VALUES ($1, 'Studio A')", A),
         SP("INSERT INTO clients (id, studio_id, full_name) VALUES ($1, $2, 'Ana Client')", A_client, A),
@@ -379,12 +328,12 @@ static void seed_rls(void)
 {
     cap c;
     char b_conv1[37], b_conv2[37], m[5][37], cm[5][37], creator[37];
-    uuid_new(b_conv1);
-    uuid_new(b_conv2);
-    uuid_new(creator);
+    uuid_new(b_conv1, 0);
+    uuid_new(b_conv2, 0);
+    uuid_new(creator, 0);
     for (int i = 0; i < 5; i++) {
-        uuid_new(m[i]);
-        uuid_new(cm[i]);
+        uuid_new(m[i], 0);
+        uuid_new(cm[i], 0);
     }
     static const char msg_sql[] =
         "INSERT INTO messages (id, studio_id, conversation_id, seq, sender_client_id, client_msg_id,"
@@ -447,7 +396,7 @@ static void test_rls(void **state)
 
     /* INSERT of a row for B inside A's transaction: WITH CHECK refuses it */
     char x[37];
-    uuid_new(x);
+    uuid_new(x, 0);
     store_stmt bad[] = {
         SP("INSERT INTO clients (id, studio_id, full_name) VALUES ($1, $2, 'intruder')", x, B),
     };
@@ -506,7 +455,7 @@ static void test_error_mapping(void **state)
     printf("    duplicate: %s [%s] %s\n", c.sqlstate, c.constraint, c.msg);
 
     char x[37];
-    uuid_new(x);
+    uuid_new(x, 0);
     store_stmt fk[] = {
         SP("INSERT INTO conversations (id, studio_id, client_id, created_by) VALUES ($1,$2,$1,$1)", x, A),
     };
@@ -891,15 +840,12 @@ static void test_no_reentrant_callbacks(void **state)
 
 static int group_setup(void **state)
 {
-    (void)state;
-    uv_loop_init(&g_loop);
-    uv_timer_init(&g_loop, &g_tick);
-    uv_unref((uv_handle_t *)&g_tick);
-    uuid_new(A);
-    uuid_new(B);
-    uuid_new(A_client);
-    uuid_new(A_conv);
-    uuid_new(B_client);
+    pgtest_group_setup(state);
+    uuid_new(A, 0);
+    uuid_new(B, 0);
+    uuid_new(A_client, 0);
+    uuid_new(A_conv, 0);
+    uuid_new(B_client, 0);
     return 0;
 }
 
@@ -920,14 +866,6 @@ static void test_close_shared_pool(void **state)
     g_s = NULL;
     close_pool(s);
     assert_int_equal(uv_loop_alive(&g_loop), 0);
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    uv_close((uv_handle_t *)&g_tick, NULL);
-    uv_run(&g_loop, UV_RUN_DEFAULT);
-    return uv_loop_close(&g_loop) == 0 ? 0 : -1;
 }
 
 int main(void)
@@ -962,5 +900,5 @@ int main(void)
         cmocka_unit_test(test_close_shared_pool),
         cmocka_unit_test(test_no_reentrant_callbacks),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, pgtest_group_teardown);
 }
