@@ -322,6 +322,13 @@ static void gap_done(const store_res *res, void *priv)
         ch->probe_again = false;
         channel_probe(ch);
     }
+    /* Events that arrived behind a new hole while this query ran could not
+     * schedule a fill (one query at a time), and this query's snapshot may
+     * predate the missing event: look again, or the channel stalls until
+     * some later event happens to come (a subscriber stopped at the hole
+     * when traffic stopped after a Redis restart). */
+    if (ch->n_pend && ch->pend[0].seq > ch->delivered + 1)
+        schedule_gap_fill(ch);
 out:
     free(g);
 }
