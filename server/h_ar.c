@@ -263,7 +263,7 @@ static void watch_tick(lws_sorted_usec_list_t *sul)
     ar_watch *w = lws_container_of(sul, ar_watch, sul);
     if (w->n_vals && srv_hub_node_has_subscribers(w->tid, w->channel)) {
         watch_emit(w);
-        lws_sul_schedule(srv_g.ctx, 0, &w->sul, watch_tick, watch_interval_us());
+        srv_sul_schedule(&w->sul, watch_tick, watch_interval_us());
         return;
     }
     srv_map_del(&watches, w->key);
@@ -343,7 +343,7 @@ static void watch_feed(const char *tid, const char *ar_id, const batch_latest *l
     w->coalesced += l->events;
     if (fresh) { /* nothing sent for at least one interval: send now, then tick */
         watch_emit(w);
-        lws_sul_schedule(srv_g.ctx, 0, &w->sul, watch_tick, watch_interval_us());
+        srv_sul_schedule(&w->sul, watch_tick, watch_interval_us());
     }
 }
 

@@ -227,7 +227,7 @@ static void typing_arm(srv_typing *t, int64_t now)
     int64_t left = at - now;
     if (left < 1)
         left = 1;
-    lws_sul_schedule(srv_g.ctx, 0, &t->sul, typing_cb, (lws_usec_t)left * 1000);
+    srv_sul_schedule(&t->sul, typing_cb, (lws_usec_t)left * 1000);
 }
 
 static void typing_cb(lws_sorted_usec_list_t *sul)

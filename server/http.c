@@ -206,7 +206,7 @@ static void readyz(http_pss *p)
         respond(p, 503, "text/plain", "database unavailable\n", 21);
         return;
     }
-    lws_sul_schedule(srv_g.ctx, 0, &op->sul, ready_timeout, 2 * LWS_US_PER_SEC);
+    srv_sul_schedule(&op->sul, ready_timeout, 2 * LWS_US_PER_SEC);
 }
 
 /* ---- tenants ----------------------------------------------------------- */

@@ -185,7 +185,7 @@ static void schedule_gap_fill(srv_channel *ch)
     if (ch->gap_scheduled || ch->gap_inflight)
         return;
     ch->gap_scheduled = true;
-    lws_sul_schedule(srv_g.ctx, 0, &ch->sul_gap, gap_cb, GAP_FILL_MS * 1000);
+    srv_sul_schedule(&ch->sul_gap, gap_cb, GAP_FILL_MS * 1000);
 }
 
 /* Deliver what is now in order at the front of the pending buffer. */
@@ -342,8 +342,10 @@ static void gap_cb(lws_sorted_usec_list_t *sul)
         return;
     }
     gap_ctx *g = calloc(1, sizeof *g);
-    if (!g)
+    if (!g) {
+        schedule_gap_fill(ch); /* a hole is never left without a fill to come */
         return;
+    }
     memcpy(g->key, ch->key, sizeof g->key);
     memcpy(g->name, ch->name, sizeof g->name);
     g->known = ch->pend[0].seq;

@@ -417,7 +417,7 @@ void srv_presence_session_down(srv_session *s)
         do_leave(m);
         return;
     }
-    lws_sul_schedule(srv_g.ctx, 0, &m->sul_grace, grace_cb, (lws_usec_t)g * 1000);
+    srv_sul_schedule(&m->sul_grace, grace_cb, (lws_usec_t)g * 1000);
 }
 
 /* ================================================================== leases and reaping */

@@ -318,6 +318,25 @@ static srv_session *flush_head;
 static uv_check_t flush_check;
 static uv_idle_t flush_idle;
 static bool flush_on;
+static void idle_cb(uv_idle_t *h) { (void)h; }
+static bool wake_due; /* srv_lws_wake() was called this turn */
+
+void srv_lws_wake(void)
+{
+    if (!flush_on) { /* not running, or draining: wake at once */
+        lws_cancel_service(srv_g.ctx);
+        return;
+    }
+    if (!wake_due && !flush_head)
+        uv_idle_start(&flush_idle, idle_cb); /* the check runs before the loop sleeps */
+    wake_due = true;
+}
+
+void srv_sul_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us)
+{
+    lws_sul_schedule(srv_g.ctx, 0, sul, cb, us);
+    srv_lws_wake();
+}
 
 static void flush_one(srv_session *s)
 {
@@ -329,6 +348,7 @@ static void flush_one(srv_session *s)
         if (write_some(s) < 0) {
             queue_clear(s);
             lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+            srv_lws_wake();
             return;
         }
     }
@@ -351,9 +371,12 @@ static void flush_cb(uv_check_t *h)
             flush_one(s);
         srv_session_unref(s);
     }
+    if (wake_due) { /* lws runs its ripe timers and re-arms its own */
+        wake_due = false;
+        lws_cancel_service(srv_g.ctx);
+    }
 }
 
-static void idle_cb(uv_idle_t *h) { (void)h; }
 
 static void flush_start(uv_loop_t *loop)
 {
@@ -400,6 +423,7 @@ void srv_session_close(srv_session *s, int code, const char *reason)
     /* what is already queued (e.g. the error reply that explains the close)
      * goes out first; a peer that does not read is cut off after 5 s */
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
+    srv_lws_wake(); /* also when called from a store or timer callback */
     lws_callback_on_writable(s->wsi);
 }
 

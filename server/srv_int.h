@@ -133,6 +133,18 @@ void srv_session_close(srv_session *s, int code, const char *reason);
 void srv_session_set_expiry(srv_session *s, int64_t exp_ms);
 /* The peer showed life (a frame or a pong). */
 void srv_session_touch(srv_session *s);
+/*
+ * lws timers armed outside an lws callback. lws 4.1 on a foreign libuv loop
+ * re-arms its own uv timer only after its own socket I/O, so a sul (or an
+ * lws_set_timeout) armed from a libpq, hiredis, bus or uv timer callback
+ * waited for the next unrelated socket event: seconds, or for ever on a quiet
+ * node (a gap fill then left a channel stalled behind its hole).
+ * srv_sul_schedule() arms the sul and srv_lws_wake(); srv_lws_wake() makes
+ * lws look at its timers once at the end of this loop turn (one
+ * lws_cancel_service() however many were armed).
+ */
+void srv_sul_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us);
+void srv_lws_wake(void);
 /* One timer for every session's deadlines (auth, expiry, idle ping/close). */
 void srv_sessions_sweep_start(uv_loop_t *loop);
 void srv_sessions_sweep_stop(void);
