@@ -173,6 +173,10 @@ char *srv_metrics_render(size_t *len)
     counter(&t, "inkwire_store_tx_ok_total", "Transactions committed.", ss.tx_ok, false);
     counter(&t, "inkwire_store_tx_failed_total", "Transactions failed.", ss.tx_failed, false);
     counter(&t, "inkwire_store_reconnects_total", "PostgreSQL reconnections.", ss.reconnects, false);
+    counter(&t, "inkwire_store_batches_total", "Group-commit batches committed (one Sync each).", ss.batches, false);
+    counter(&t, "inkwire_store_batched_jobs_total", "Transactions committed as members of a batch.", ss.batched_jobs, false);
+    counter(&t, "inkwire_store_array_jobs_total", "Batch members answered from one merged array statement.", ss.array_jobs, false);
+    counter(&t, "inkwire_store_batch_retries_total", "Failed batches whose members were re-run one by one.", ss.batch_retries, false);
 
     tb_printf(&t, "# HELP inkwire_replies_total Replies by status class.\n# TYPE inkwire_replies_total counter\n");
     for (int c = 1; c <= 5; c++)
