@@ -104,6 +104,8 @@ typedef struct srv_session {
     char plan[TENANT_PLAN_NAME_MAX]; /* the tenant's plan (limits.c), "" before the session */
     struct srv_member_rl *rl;  /* the member's token bucket on this node (limits.c) */
     unsigned rl_strikes;       /* consecutive 429 rate_limited on this socket */
+    uint64_t rl_key;           /* with several workers: the member's bucket in nodelim.c */
+    bool nl_conn;              /* counted in the node's connections of the tenant (nodelim.c) */
     struct srv_session *t_prev, *t_next; /* the tenant's session list */
     bool in_tenant_list;
 } srv_session;
@@ -432,6 +434,23 @@ void srv_h_presence_get(srv_req *r, const proto_request *pr);
 void srv_h_inquiry_create(srv_req *r, const proto_request *pr);
 void srv_h_inquiry_list(srv_req *r, const proto_request *pr);
 void srv_h_inquiry_claim(srv_req *r, const proto_request *pr);
+
+/* ------------------------------------------------------------------ node limits */
+/* nodelim.c: with several workers, the plan's connections per tenant and the
+ * members' request buckets counted node-wide in a shared mapping. Every call
+ * is a no-op (-1: "count it yourself") without it. */
+int srv_nodelim_create(unsigned n_workers, char *err, size_t errlen); /* parent, before fork */
+void srv_nodelim_worker_start(unsigned index); /* takes back a dead predecessor's connections */
+bool srv_nodelim_on(void);
+/* 1 counted, 0 the tenant is at `limit`, -1 not counted (off, or table full). */
+int srv_nodelim_conn_take(const char *tid, int32_t limit);
+void srv_nodelim_conn_put(const char *tid);
+int32_t srv_nodelim_conns(const char *tid); /* -1 when off */
+uint64_t srv_nodelim_member_key(const char *tid, const char *member);
+/* Takes a token from the member's bucket: 0 with *retry_ms (0 = taken), -1 when not counted. */
+int srv_nodelim_take(uint64_t key, uint32_t rate_per_min, uint32_t burst, int64_t now_ms,
+                     int64_t *retry_ms);
+void srv_nodelim_free(void);
 
 /* ------------------------------------------------------------------ workers */
 /* workers.c: INKWIRE_WORKERS processes per node. With one worker, srv_main()

@@ -225,6 +225,7 @@ static int run_child(const srv_config *cfg, unsigned i, unsigned gen)
     else
         snprintf(c.node_id, sizeof c.node_id, "%s-w%u", base, i % 100);
     snprintf(srv_log_tag, sizeof srv_log_tag, "w%u ", i);
+    srv_nodelim_worker_start(i);
     return srv_run(&c);
 }
 
@@ -249,7 +250,8 @@ static int supervise(const srv_config *cfg)
         return 1;
     }
     tenant_jwt_free(jwt);
-    if (srv_bus_create(n, cfg->bus_mb, err, sizeof err) < 0) {
+    if (srv_bus_create(n, cfg->bus_mb, err, sizeof err) < 0 ||
+        srv_nodelim_create(n, err, sizeof err) < 0) {
         fprintf(stderr, "inkwire: %s\n", err);
         return 1;
     }
