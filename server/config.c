@@ -907,7 +907,7 @@ void srv_config_usage(FILE *out, const char *argv0)
         {"INKWIRE_JWT_KEY", "(required)", "HS256 secret (>= 32 bytes), or PEM public key path"},
         {"INKWIRE_API_KEY", "(required)", "server API key for the back-office (>= 16 bytes)"},
         {"INKWIRE_NODE_ID", "<hostname>-<pid>", "this node's name: A-Z a-z 0-9 . _ -, <= 63 chars"},
-        {"INKWIRE_WORKERS", "1", "worker processes sharing the port (1..64, or auto = online CPUs); > 1 needs INKWIRE_REDIS_URL; consult rooms need 1"},
+        {"INKWIRE_WORKERS", "1", "worker processes sharing the port (1..64, or auto = online CPUs); > 1 needs INKWIRE_REDIS_URL"},
         {"INKWIRE_TLS_CERT", "(unset)", "PEM certificate chain; set with INKWIRE_TLS_KEY or not at all"},
         {"INKWIRE_TLS_KEY", "(unset)", "PEM private key for INKWIRE_TLS_CERT"},
         {"INKWIRE_ALLOWED_ORIGINS", "(any)", "comma-separated scheme://host[:port] allowed as Origin"},

@@ -117,7 +117,7 @@ static void drain_tick(uv_timer_t *t)
     store_get_stats(srv_g.db, &ss);
     bool owed = srv_g.m.sessions_open > 0 || ss.queued > 0;
     if (drain_phase == 2) {
-        if (!owed && srv_presence_idle()) {
+        if (!owed && srv_presence_idle() && srv_consult_idle()) {
             log_info("drain: done after %llu ms", (unsigned long long)el);
             shutdown_now();
             return;
@@ -131,7 +131,7 @@ static void drain_tick(uv_timer_t *t)
         }
         return;
     }
-    if (srv_presence_idle() || now - drain_closed_at > 2000)
+    if ((srv_presence_idle() && srv_consult_idle()) || now - drain_closed_at > 2000)
         shutdown_now();
 }
 
@@ -252,6 +252,7 @@ int srv_run(const srv_config *cfg)
     srv_booking_start();            /* the reminder scheduler (h_booking.c) */
     srv_broker_start();             /* Redis between nodes (no-op without INKWIRE_REDIS_URL) */
     srv_presence_start();           /* node lease and reaper (with Redis) */
+    srv_consult_start();            /* consult grace sweep and dead nodes' seats (with Redis) */
 
     uv_signal_init(&loop, &sig_int);
     uv_signal_init(&loop, &sig_term);

@@ -229,6 +229,10 @@ void srv_h_consult_signal(srv_req *r, const proto_request *pr);
 void srv_h_consult_leave(srv_req *r, const proto_request *pr);
 void srv_h_consult_end(srv_req *r, const proto_request *pr);
 void srv_consult_session_closed(srv_session *s);
+/* With Redis: the periodic sweep of due grace deadlines and dead nodes' seats. */
+int srv_consult_start(void);
+/* No room script in flight (the drain waits for it). */
+bool srv_consult_idle(void);
 void srv_consult_stop(void);
 void srv_consult_stats(unsigned *rooms, unsigned *seats);
 /* hub.c: channels with at least one subscriber on this node, and subscriptions. */
