@@ -679,14 +679,19 @@ static int cfg__numbers(cfg__ctx *x, srv_config *c)
 
 /*
  * cfg__workers -- INKWIRE_WORKERS: 1..64, or "auto" = the online CPUs (at
- * least 1, at most 64). More than one needs INKWIRE_REDIS_URL: presence and
- * inquiry alerts are shared between workers the way they are between nodes. Run after cfg__redis. 0, or -1 with err set.
+ * least 1, at most 64). More than one needs INKWIRE_REDIS_URL: presence,
+ * inquiry alerts and consult rooms are shared between workers the way they
+ * are between nodes. Unset: "auto" with INKWIRE_REDIS_URL, else 1 (a node
+ * without Redis cannot share them between processes). Run after cfg__redis.
+ * 0, or -1 with err set.
  */
 static int cfg__workers(cfg__ctx *x, srv_config *c)
 {
     const char *s = cfg__env(x, "INKWIRE_WORKERS");
     char show[64];
     unsigned long long v = 1;
+    if (s == NULL && c->n_redis > 0)
+        s = "auto";
     if (s != NULL && strcmp(s, "auto") == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         v = n < 1 ? 1 : n > SRV_MAX_WORKERS ? SRV_MAX_WORKERS : (unsigned long long)n;
@@ -907,7 +912,7 @@ void srv_config_usage(FILE *out, const char *argv0)
         {"INKWIRE_JWT_KEY", "(required)", "HS256 secret (>= 32 bytes), or PEM public key path"},
         {"INKWIRE_API_KEY", "(required)", "server API key for the back-office (>= 16 bytes)"},
         {"INKWIRE_NODE_ID", "<hostname>-<pid>", "this node's name: A-Z a-z 0-9 . _ -, <= 63 chars"},
-        {"INKWIRE_WORKERS", "1", "worker processes sharing the port (1..64, or auto = online CPUs); > 1 needs INKWIRE_REDIS_URL"},
+        {"INKWIRE_WORKERS", "auto | 1", "worker processes sharing the port (1..64, or auto = online CPUs); default auto with INKWIRE_REDIS_URL, else 1; > 1 needs INKWIRE_REDIS_URL"},
         {"INKWIRE_TLS_CERT", "(unset)", "PEM certificate chain; set with INKWIRE_TLS_KEY or not at all"},
         {"INKWIRE_TLS_KEY", "(unset)", "PEM private key for INKWIRE_TLS_CERT"},
         {"INKWIRE_ALLOWED_ORIGINS", "(any)", "comma-separated scheme://host[:port] allowed as Origin"},

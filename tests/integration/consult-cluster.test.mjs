@@ -5,8 +5,10 @@
 // grace with a resume on ANOTHER node, the end for everyone, another tenant
 // refused; a node SIGKILLed while seated: the other side sees peer_away once
 // the node's lease lapses and peer_left after the grace, each exactly once.
+// And with Redis the default is one worker per CPU.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import os from 'node:os';
 import { spawn } from 'node:child_process';
 import {
   createDatabase, startCluster, startRedis, startServer, provisionTenant, token, connect, closeAll,
@@ -327,12 +329,15 @@ describe('two nodes', () => {
   });
 });
 
-describe('two workers of one node', () => {
+describe('two workers of one node (the default with Redis: one per CPU)', () => {
+  const cpus = os.availableParallelism ? os.availableParallelism() : os.cpus().length;
   let node;
   const NODE_ID = `cw-${randomHex(3)}`;
   before(async () => {
-    node = await extraNode({ INKWIRE_NODE_ID: NODE_ID, INKWIRE_WORKERS: '2' });
-    await waitFor(() => /workers: all 2 workers listening/.test(node.output()), 15000, 'both workers listening');
+    if (cpus < 2) return;
+    node = await extraNode({ INKWIRE_NODE_ID: NODE_ID, INKWIRE_WORKERS: null });
+    await waitFor(() => new RegExp(`workers: all ${Math.min(cpus, 64)} workers listening`).test(node.output()), 15000,
+      `INKWIRE_WORKERS unset with Redis: ${cpus} workers`);
   });
   after(async () => {
     closeAll();
@@ -358,7 +363,7 @@ describe('two workers of one node', () => {
     throw new Error(`no socket of ${m.name} landed on worker ${w}`);
   }
 
-  test('participants on different workers meet: seats, polite, signals in order, grace', async () => {
+  test('participants on different workers meet: seats, polite, signals in order, grace', { skip: cpus < 2 && 'one CPU: one worker' }, async () => {
     const x = await onWorker(A.artists[0], 0);
     let y = await onWorker(A.clients[0], 1);
     const { id, jy } = await meet(x, y, 'two workers');

@@ -188,6 +188,12 @@ export async function startServer({ db, env = {} } = {}) {
   };
   delete fullEnv.INKWIRE_REDIS_URL; // single node unless a test says otherwise
   if (env.INKWIRE_REDIS_URL) fullEnv.INKWIRE_REDIS_URL = env.INKWIRE_REDIS_URL;
+  // With Redis the server's default is one worker per CPU. A node here is ONE
+  // process unless a test says otherwise: tests read a node's /metrics (one
+  // worker answers) and SIGKILL a node's pid (a parent's workers would drain
+  // instead of dying). INKWIRE_WORKERS: null leaves it unset (the default).
+  if (env.INKWIRE_WORKERS === undefined) fullEnv.INKWIRE_WORKERS = '1';
+  if (env.INKWIRE_WORKERS === null) delete fullEnv.INKWIRE_WORKERS;
 
   const child = spawn(INKWIRE_BIN, [], { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';

@@ -676,8 +676,8 @@ static void test_redis_list(void **state)
 
 /* -------------------------------------------------------------- workers */
 
-/* INKWIRE_WORKERS: default 1; 1..64 or auto; > 1 needs INKWIRE_REDIS_URL.
- * INKWIRE_BUS_MB: default 8, 1..1024. */
+/* INKWIRE_WORKERS: default 1 without INKWIRE_REDIS_URL, auto with it; 1..64
+ * or auto; > 1 needs INKWIRE_REDIS_URL. INKWIRE_BUS_MB: default 8, 1..1024. */
 static void test_workers(void **state)
 {
     (void)state;
@@ -710,6 +710,19 @@ static void test_workers(void **state)
     load_ok(&e, &c);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     assert_int_equal(c.workers, cpus < 1 ? 1 : cpus > 64 ? 64 : cpus);
+    srv_config_free(&c);
+
+    base(&e); /* with Redis and no INKWIRE_WORKERS: auto */
+    set(&e, "INKWIRE_REDIS_URL", "redis://127.0.0.1:6379");
+    load_ok(&e, &c);
+    assert_int_equal(c.workers, cpus < 1 ? 1 : cpus > 64 ? 64 : cpus);
+    srv_config_free(&c);
+
+    base(&e); /* with Redis, an explicit 1 stays 1 */
+    set(&e, "INKWIRE_REDIS_URL", "redis://127.0.0.1:6379");
+    set(&e, "INKWIRE_WORKERS", "1");
+    load_ok(&e, &c);
+    assert_int_equal(c.workers, 1);
     srv_config_free(&c);
 
     base(&e);
