@@ -480,6 +480,28 @@ const char store_sql_last_seen[] =
     "            WHERE studio_id = $1::uuid AND id = $2::uuid RETURNING 1)"
     "SELECT (SELECT count(*) FROM u) + (SELECT count(*) FROM c)";
 
+/*
+ * The array form of store_sql_last_seen, for a run of one tenant's updates in
+ * one batch (a dead node's members reaped at once, a reconnect storm's
+ * leaves): each member's row is updated once with its LAST time in the run,
+ * which is what the single statements one after the other would have left,
+ * and each element answers as its single statement would have (1 when the
+ * member exists, else 0).
+ */
+const char store_sql_last_seen_many[] =
+    "WITH i AS MATERIALIZED ("
+    "  SELECT u.s::uuid AS studio, u.m::uuid AS member, u.ms::bigint AS ms, u.ord"
+    "    FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(s, m, ms, ord)"
+    "), l AS MATERIALIZED ("
+    "  SELECT DISTINCT ON (studio, member) studio, member, ms FROM i ORDER BY studio, member, ord DESC"
+    "), u AS (UPDATE users t SET last_seen_at = to_timestamp(l.ms / 1000.0) FROM l"
+    "          WHERE t.studio_id = l.studio AND t.id = l.member RETURNING t.id),"
+    "  c AS (UPDATE clients t SET last_seen_at = to_timestamp(l.ms / 1000.0) FROM l"
+    "          WHERE t.studio_id = l.studio AND t.id = l.member RETURNING t.id)"
+    "SELECT (SELECT count(*) FROM u WHERE u.id = i.member) + (SELECT count(*) FROM c WHERE c.id = i.member),"
+    "       i.ord"
+    "  FROM i ORDER BY i.ord";
+
 const char store_sql_inquiry_create[] =
     "WITH conv AS ("
     "  INSERT INTO conversations (id, studio_id, client_id, subject, created_by, created_at)"

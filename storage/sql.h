@@ -191,6 +191,10 @@ extern const char store_sql_event_append[];
 
 /* $1 studio, $2 member, $3 last seen ms. Sets users/clients.last_seen_at. */
 extern const char store_sql_last_seen[];
+/* Its array form (store.c merges a run of one tenant's updates): $1..$3
+ * text[] of the members' $1..$3 -> one row per element, in array order: the
+ * single statement's count, then the element's ordinal. */
+extern const char store_sql_last_seen_many[];
 
 /* $1 studio, $2 inquiry id, $3 conversation id, $4 client id, $5 text,
  * $6 design_ref (NULL ok), $7 preferred_dates (JSON array text), $8

@@ -730,6 +730,7 @@ static const struct {
     const char *one, *many;
 } store__arrays[] = {
     {store_sql_msg_send, store_sql_msg_send_many},
+    {store_sql_last_seen, store_sql_last_seen_many},
 };
 
 /* store__array_form -- the array form of sql, or NULL. */

@@ -6,7 +6,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   createDatabase, startCluster, startRedis, startServer, provisionTenant, token, connect, client,
-  closeAll, waitFor, sqlValue, uuid,
+  closeAll, waitFor, sqlValue, uuid, admin,
 } from './harness.mjs';
 
 const LEASE_S = 3;
@@ -148,6 +148,60 @@ describe('presence across nodes', () => {
     gone.close();
     mover.close();
     for (const w of watchers) w.close();
+  });
+
+  test('a dead node with many members: every leave announced once, grouped per studio, studios apart; last_seen for all', async () => {
+    const victim = await startServer({ db, env: { INKWIRE_JWT_KEY: nodes[0].jwtKey, INKWIRE_API_KEY: nodes[0].apiKey,
+      INKWIRE_REDIS_URL: redis.url, INKWIRE_NODE_ID: `mass-${uuid().slice(0, 6)}`,
+      INKWIRE_PRESENCE_LEASE_S: String(LEASE_S), INKWIRE_PRESENCE_GRACE_MS: String(GRACE_MS) } });
+    victim.jwtKey = nodes[0].jwtKey;
+    const U = await provisionTenant(nodes[0], { name: 'Other Studio' });
+    const addClients = async (tid, n) => {
+      const out = [];
+      for (let i = 0; i < n; i++) {
+        const id = uuid();
+        const r = await admin(nodes[0], 'PUT', `/v1/admin/tenants/${tid}/members/${id}`,
+          { kind: 'client', role: 'client', name: `Mass ${i}`, email: `mass.${id.slice(0, 8)}@example.test` });
+        assert.equal(r.status, 201, JSON.stringify(r.body));
+        out.push({ id, kind: 'client', role: 'client', name: `Mass ${i}`, tid });
+      }
+      return out;
+    };
+    const tm = await addClients(T.tid, 24);
+    const um = await addClients(U.tid, 6);
+    const wt = await connect(nodes[0], token(nodes[0], T.owner));
+    const wu = await connect(nodes[1], token(nodes[1], U.owner));
+    for (const w of [wt, wu]) await w.subscribe('presence', () => {});
+    const socks = [];
+    for (const m of [...tm, ...um]) socks.push(await connect(victim, token(victim, m)));
+    await waitFor(() => tm.every((m) => has(wt, 'joins', m.id)) && um.every((m) => has(wu, 'joins', m.id)), 5000, 'joins');
+    const metric = async (n, name) => {
+      const text = await (await fetch(`${n.http}/metrics`)).text();
+      return Number((text.match(new RegExp(`^${name} (\\d+)$`, 'm')) || [])[1] || 0);
+    };
+    const arrays = async () => (await Promise.all(nodes.map((n) => metric(n, 'inkwire_store_array_jobs_total'))))
+      .reduce((a, b) => a + b, 0);
+    const arrays0 = await arrays();
+    victim.kill('SIGKILL');
+    await victim.exited;
+    await waitFor(() => tm.every((m) => has(wt, 'leaves', m.id)), LEASE_S * 1000 + 3000, 'the leaves in T');
+    await waitFor(() => um.every((m) => has(wu, 'leaves', m.id)), 3000, 'the leaves in U');
+    for (const m of tm) assert.equal(diffs(wt, 'leaves').filter((e) => e.member_id === m.id).length, 1, 'announced once');
+    // studios never mix: T's watcher hears nothing of U's members, and back
+    const uIds = new Set(um.map((m) => m.id));
+    const tIds = new Set(tm.map((m) => m.id));
+    assert.ok(!diffs(wt, 'leaves').some((e) => uIds.has(e.member_id)), 'no leave of U in T');
+    assert.ok(!diffs(wu, 'leaves').some((e) => tIds.has(e.member_id)), 'no leave of T in U');
+    // one studio's reaped members go out together, not one event each
+    const carrying = wt.frames.filter((f) => f.ch === 'presence' && f.ev === 'presence.diff'
+      && f.data.leaves.some((e) => tIds.has(e.member_id)));
+    assert.ok(carrying.length <= 2, `${carrying.length} presence.diff events for 24 leaves`);
+    // last_seen for every one of them, written as array statements (one per studio run)
+    const stored = await sqlValue(db.url, `SELECT count(*) FROM clients WHERE last_seen_at IS NOT NULL
+      AND id IN (${[...tm, ...um].map((m) => `'${m.id}'`).join(',')})`);
+    assert.equal(stored, '30', 'last_seen stored for all 30');
+    assert.ok((await arrays()) - arrays0 >= 30, 'the 30 updates went out merged into array statements');
+    for (const c of [...socks, wt, wu]) c.close();
   });
 });
 
