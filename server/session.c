@@ -324,7 +324,8 @@ static bool wake_due; /* srv_lws_wake() was called this turn */
 void srv_lws_wake(void)
 {
     if (!flush_on) { /* not running, or draining: wake at once */
-        lws_cancel_service(srv_g.ctx);
+        if (srv_g.ctx)
+            lws_cancel_service(srv_g.ctx);
         return;
     }
     if (!wake_due && !flush_head)
