@@ -12,7 +12,8 @@
  * shard jump_hash(fnv1a64(tenant id), n) -- a stable hash that moves only
  * 1/n of the tenants when an instance is appended to the list. Each shard has
  * one subscriber connection and one command connection, both on the shared
- * libuv loop (hiredis/adapters/libuv.h). hiredis 0.14 neither reconnects nor
+ * libuv loop (server/redis_uv.h: hiredis's own libuv adapter never noticed a
+ * reset connection). hiredis 0.14 neither reconnects nor
  * resubscribes: a lost connection is re-established here with exponential
  * backoff (100 ms .. 5 s) and every wanted channel is subscribed again.
  *
@@ -39,10 +40,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "server/redis_uv.h"
 #include "server/srv_int.h"
 
 #define BACKOFF_MIN_MS 100
@@ -273,7 +274,7 @@ static void conn_start(bconn *c)
         return;
     }
     ac->data = c;
-    if (redisLibuvAttach(ac, srv_g.loop) != REDIS_OK) {
+    if (srv_redis_uv_attach(ac, srv_g.loop) != REDIS_OK) {
         redisAsyncFree(ac);
         schedule_retry(c);
         return;
