@@ -2767,7 +2767,7 @@ static void usage(FILE *f)
 "                       end-of-candidates (10 signals a consult, each checked on arrival;\n"
 "                       relay latency: 'signal'); the staff member ends it and the client\n"
 "                       must see consult.ended. Pairs are formed inside each bot process;\n"
-"                       rooms live in one server worker: run the server with one worker\n"
+"                       any worker or node will do (the rooms live in Redis)\n"
 "  --size BYTES         chat text size (default 100)\n"
 "  --window W           requests in flight per sender socket (default 8, max 48)\n"
 "  --dwindow W          fan-out max: messages not yet delivered to all (default 4)\n"
