@@ -560,6 +560,24 @@ int srv_broker_command(int shard, srv_broker_cb cb, void *priv, int argc, const 
     return 0;
 }
 
+int srv_broker_eval(int shard, const char *script, srv_broker_cb cb, void *priv, int nargs,
+                    const char *const *args)
+{
+    enum { EVAL_ARGS_MAX = 64 };
+    const char *argv[3 + EVAL_ARGS_MAX];
+    size_t lens[3 + EVAL_ARGS_MAX];
+    if (nargs < 0 || nargs > EVAL_ARGS_MAX)
+        return -1;
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = "0";
+    for (int i = 0; i < nargs; i++)
+        argv[3 + i] = args[i];
+    for (int i = 0; i < 3 + nargs; i++)
+        lens[i] = strlen(argv[i]);
+    return srv_broker_command(shard, cb, priv, 3 + nargs, argv, lens);
+}
+
 void srv_broker_get_stats(srv_broker_stats *out)
 {
     *out = B.st;

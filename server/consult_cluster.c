@@ -358,24 +358,13 @@ static void cc__reply(struct redisReply *r, void *priv)
 static int cc__eval(int shard, const char *script, cc__shape shape, srv_cc_cb cb, void *priv, int nargs,
                     const char *const *args)
 {
-    const char *argv[3 + 1 + 64];
-    size_t lens[3 + 1 + 64];
-    if (nargs > 65)
-        return -1;
     cc__call *x = malloc(sizeof *x);
     if (!x)
         return -1;
     x->cb = cb;
     x->priv = priv;
     x->shape = shape;
-    argv[0] = "EVAL";
-    argv[1] = script;
-    argv[2] = "0";
-    for (int i = 0; i < nargs; i++)
-        argv[3 + i] = args[i];
-    for (int i = 0; i < 3 + nargs; i++)
-        lens[i] = strlen(argv[i]);
-    if (srv_broker_command(shard, cc__reply, x, 3 + nargs, argv, lens) != 0) {
+    if (srv_broker_eval(shard, script, cc__reply, x, nargs, args) != 0) {
         free(x);
         return -1;
     }

@@ -129,22 +129,6 @@ static const char lua_reap[] =
     "redis.call('DEL', 'iw:nm:' .. n)\n"
     "return out\n";
 
-/* EVAL script 0 args... on shard. 0 or -1 (shard down). */
-static int eval(int shard, const char *script, srv_broker_cb cb, void *priv, int nargs,
-                const char **args)
-{
-    const char *argv[12];
-    size_t lens[12];
-    argv[0] = "EVAL";
-    argv[1] = script;
-    argv[2] = "0";
-    for (int i = 0; i < nargs; i++)
-        argv[3 + i] = args[i];
-    for (int i = 0; i < 3 + nargs; i++)
-        lens[i] = strlen(argv[i]);
-    return srv_broker_command(shard, cb, priv, 3 + nargs, argv, lens);
-}
-
 /* ================================================================== entries and diffs */
 
 /* A presence value "kind\tstatus\tsince\tnote" split in place. */
@@ -322,7 +306,7 @@ static void cluster_join(pres_local *m)
     snprintf(count_s, sizeof count_s, "%u", m->count);
     const char *args[8] = { m->tid, m->member, srv_g.cfg->node_id, m->is_client ? "client" : "user",
                             now_s, m->status, m->note, count_s };
-    if (eval(srv_broker_shard_of(m->tid), lua_join, join_cb, m, 8, args) == 0) {
+    if (srv_broker_eval(srv_broker_shard_of(m->tid), lua_join, join_cb, m, 8, args) == 0) {
         m->ops++;
         pending_ops++;
     }
@@ -357,7 +341,7 @@ static void do_leave(pres_local *m)
         return;
     }
     const char *args[3] = { m->tid, m->member, srv_g.cfg->node_id };
-    if (eval(srv_broker_shard_of(m->tid), lua_leave, leave_cb, m, 3, args) == 0) {
+    if (srv_broker_eval(srv_broker_shard_of(m->tid), lua_leave, leave_cb, m, 3, args) == 0) {
         m->ops++;
         pending_ops++;
     }
@@ -541,7 +525,7 @@ static void dead_cb(struct redisReply *r, void *priv)
                 continue;
             log_warn("presence: node %s lost its lease: reaping its members", r->element[i]->str);
             const char *args[1] = { r->element[i]->str };
-            if (eval(d->shard, lua_reap, reap_cb, NULL, 1, args) == 0)
+            if (srv_broker_eval(d->shard, lua_reap, reap_cb, NULL, 1, args) == 0)
                 pending_ops++;
         }
     }
@@ -577,7 +561,7 @@ static void lease_cb(uv_timer_t *t)
             continue;
         d->shard = sh;
         const char *args[1] = { srv_g.cfg->node_id };
-        if (eval(sh, lua_dead, dead_cb, d, 1, args) == 0)
+        if (srv_broker_eval(sh, lua_dead, dead_cb, d, 1, args) == 0)
             pending_ops++;
         else
             free(d);
@@ -707,7 +691,7 @@ void srv_presence_staff_online(const char *tid, srv_staff_online_cb cb, void *pr
     x->cb = cb;
     x->priv = priv;
     const char *args[1] = { tid };
-    if (eval(srv_broker_shard_of(tid), lua_staff, staff_cb, x, 1, args) != 0) {
+    if (srv_broker_eval(srv_broker_shard_of(tid), lua_staff, staff_cb, x, 1, args) != 0) {
         free(x);
         cb(-1, priv);
     }
@@ -794,7 +778,7 @@ void srv_h_presence_put(srv_req *r, const proto_request *pr)
     char now_s[24];
     snprintf(now_s, sizeof now_s, "%lld", (long long)m->since);
     const char *args[5] = { m->tid, m->member, m->status, m->note, now_s };
-    if (!x || eval(srv_broker_shard_of(m->tid), lua_update, update_cb, x, 5, args) != 0) {
+    if (!x || srv_broker_eval(srv_broker_shard_of(m->tid), lua_update, update_cb, x, 5, args) != 0) {
         free(x);
         srv_req_error(r, 503, "unavailable", "presence store unavailable; retry later");
         return;
@@ -860,7 +844,7 @@ void srv_h_presence_get(srv_req *r, const proto_request *pr)
     srv_session *s = r->s;
     if (srv_broker_enabled()) {
         const char *args[1] = { s->tid };
-        if (eval(srv_broker_shard_of(s->tid), lua_list, list_cb, r, 1, args) != 0)
+        if (srv_broker_eval(srv_broker_shard_of(s->tid), lua_list, list_cb, r, 1, args) != 0)
             srv_req_error(r, 503, "unavailable", "presence store unavailable; retry later");
         else
             pending_ops++;

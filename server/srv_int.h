@@ -400,6 +400,10 @@ void srv_broker_publish(const char *tid, const char *channel, uint64_t seq, int 
  * (cb is then never called). */
 int srv_broker_command(int shard, srv_broker_cb cb, void *priv, int argc, const char **argv,
                        const size_t *lens);
+/* EVAL script with no keys and these nargs (<= 64) string arguments on the
+ * shard's command connection; same contract as srv_broker_command. */
+int srv_broker_eval(int shard, const char *script, srv_broker_cb cb, void *priv, int nargs,
+                    const char *const *args);
 void srv_broker_get_stats(srv_broker_stats *out);
 
 /* hub.c, for the broker and presence */
