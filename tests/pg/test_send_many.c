@@ -31,6 +31,7 @@
 
 #include <cmocka.h>
 
+#include "storage/sql.h"
 #include "storage/storage.h"
 #include "tests/pg/pgtest.h"
 
@@ -418,6 +419,63 @@ static void test_failing_array_falls_back(void **state)
     close_pool(s);
 }
 
+/* The generic plan (what a prepared statement runs after its first uses)
+ * must probe messages_idempotency with the whole key per send. Flattened
+ * into a join, the planner was free to hash-join ALL of the studio's
+ * messages (index cond: the RLS studio qual alone) for every batch, and the
+ * chat bench decayed from 20,500 to 6,300 msgs/s as the studios' messages
+ * grew. Checked as the application role, with RLS on, as the server runs it. */
+static void test_generic_plan_probes_by_key(void **state)
+{
+    (void)state;
+    store *s = open_pool(64); /* migrations */
+    world w;
+    world_new(&w);
+    PGconn *pg = su_conn();
+    /* the statistics that led there: messages analyzed while another studio
+     * had them all, so any other studio's share is estimated at one row */
+    PQclear(su_exec(pg,
+                    "INSERT INTO messages (id, studio_id, conversation_id, seq, sender_user_id,"
+                    " client_msg_id, content)"
+                    " SELECT gen_random_uuid(), $1, $2, g, $3, gen_random_uuid(), 'x'"
+                    "   FROM generate_series(1, 3000) g",
+                    3, (const char *[]){w.t2, w.d, w.v1}));
+    PQclear(su_exec(pg, "ANALYZE messages", 0, NULL));
+    PQclear(su_exec(pg, "SET ROLE inkwire_app", 0, NULL));
+    PQclear(su_exec(pg, "SELECT set_config('inkwire.studio_id', $1, false)", 1, (const char *[]){w.t1}));
+    PQclear(su_exec(pg, "SET plan_cache_mode = force_generic_plan", 0, NULL));
+    size_t n = strlen(store_sql_msg_send_many) + 256;
+    char *prep = malloc(n);
+    assert_non_null(prep);
+    snprintf(prep, n,
+             "PREPARE many (text[], text[], text[], text[], text[], text[], text[], text[], text[],"
+             " bytea[], bytea[], text[]) AS %s",
+             store_sql_msg_send_many);
+    PQclear(su_exec(pg, prep, 0, NULL));
+    free(prep);
+    PGresult *r = su_exec(pg,
+                          "EXPLAIN EXECUTE many ('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',"
+                          " '{}', '{}', '{}')",
+                          0, NULL);
+    int probe_by_key = 0, hashed = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *line = PQgetvalue(r, i, 0);
+        if (strstr(line, "Index Cond") && strstr(line, "client_msg_id"))
+            probe_by_key = 1;
+        if (strstr(line, "Hash Cond") && strstr(line, "client_msg_id"))
+            hashed = 1;
+    }
+    if (!probe_by_key || hashed) {
+        for (int i = 0; i < PQntuples(r); i++)
+            fprintf(stderr, "%s\n", PQgetvalue(r, i, 0));
+    }
+    PQclear(r);
+    assert_true(probe_by_key);
+    assert_false(hashed);
+    PQfinish(pg);
+    close_pool(s);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(void)
@@ -432,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_merged),
         cmocka_unit_test(test_one_by_one),
         cmocka_unit_test(test_failing_array_falls_back),
+        cmocka_unit_test(test_generic_plan_probes_by_key),
     };
     return cmocka_run_group_tests(tests, pgtest_group_setup, pgtest_group_teardown);
 }
