@@ -2246,8 +2246,8 @@ static void cp_timeouts(uint64_t now)
         return;
     last = now;
     for (int i = 0; i < nCP; i++)
-        if (CP[i].state == CP_RUN && now - CP[i].t0 > CONSULT_TIMEOUT_NS)
-            cp_abort(&CP[i], "consult_timeout");
+        if (CP[i].state == CP_RUN && now > CP[i].t0 && now - CP[i].t0 > CONSULT_TIMEOUT_NS)
+            cp_abort(&CP[i], "consult_timeout"); /* (now may predate a consult started after it) */
 }
 
 /* Final check: every subscription caught up with what this process saw. */
