@@ -77,6 +77,12 @@ static void room_key(char out[80], const char *tid, const char *id)
     snprintf(out, 80, "%s|%s", tid, id);
 }
 
+/* The tenant's Redis shard did not answer a room script: 503, the client retries. */
+static void rooms_unavailable(srv_req *r)
+{
+    srv_req_error(r, 503, "unavailable", "consult rooms unavailable (Redis); retry later");
+}
+
 /* Reads path parameter 0 as a lower-case UUID; replies 404 and returns -1
  * when it is not one. */
 static int consult_param(srv_req *r, char out[37])
@@ -732,7 +738,7 @@ static void count_cb(const srv_cc_res *res, void *priv)
 {
     list_ctx *c = priv;
     if (res->status != SRV_CC_OK || res->n_counts != c->n) {
-        srv_req_error(c->r, 503, "unavailable", "consult rooms unavailable (Redis); retry later");
+        rooms_unavailable(c->r);
     } else {
         for (unsigned i = 0; i < c->n; i++)
             c->rows[i].present = res->counts[i];
@@ -770,7 +776,7 @@ static void list_done(const store_res *res, void *priv)
             ids[i] = c->rows[i].id;
         if (srv_cc_count(r->s->tid, ids, c->n, count_cb, c) != 0) {
             free(c);
-            srv_req_error(r, 503, "unavailable", "consult rooms unavailable (Redis); retry later");
+            rooms_unavailable(r);
         }
         return;
     }
@@ -891,7 +897,7 @@ static void join_cluster_cb(const srv_cc_res *res, void *priv)
     } else if (res->status == SRV_CC_FULL) {
         srv_req_error(r, 409, "room_full", "this consult already has its maximum number of participants");
     } else if (res->status != SRV_CC_OK || mine == res->n_seats) {
-        srv_req_error(r, 503, "unavailable", "consult rooms unavailable (Redis); retry later");
+        rooms_unavailable(r);
     } else if (!(seats = calloc(res->n_seats, sizeof *seats))) {
         srv_req_error(r, 500, "internal", "out of memory");
     } else {
@@ -947,7 +953,7 @@ static void join_done(const store_res *res, void *priv)
     if (cluster()) {
         if (srv_cc_join(s->tid, c->id, s->member_id, tenant_role_name(s->role), s->session_id,
                         srv_g.cfg->node_id, peer, srv_g.cfg->consult_max, join_cluster_cb, c) != 0) {
-            srv_req_error(r, 503, "unavailable", "consult rooms unavailable (Redis); retry later");
+            rooms_unavailable(r);
             goto out;
         }
         return; /* join_cluster_cb frees c */
@@ -1177,7 +1183,7 @@ static void sig_finish(sig_ctx *c, int verdict, uint64_t n, const char *peer_id,
     srv_session *s = r->s;
     const sig_err *e = NULL;
     if (verdict == SRV_CC_UNAVAILABLE) {
-        srv_req_error(r, 503, "unavailable", "consult rooms unavailable (Redis); retry later");
+        rooms_unavailable(r);
         goto out;
     }
     if (verdict == SRV_CC_FORBIDDEN) {
@@ -1326,7 +1332,7 @@ static void leave_cluster_cb(const srv_cc_res *res, void *priv)
     if (res->status == SRV_CC_NOSEAT) {
         srv_req_error(r, 404, "not_found", "not in this consult");
     } else if (res->status != SRV_CC_OK || res->n_seats != 1) {
-        srv_req_error(r, 503, "unavailable", "consult rooms unavailable (Redis); retry later");
+        rooms_unavailable(r);
     } else {
         lidx_del(res->seats[0].seat.session_id, x->tid, x->cid);
         leave_finish(r, x->tid, x->cid, &res->seats[0].seat);
@@ -1350,7 +1356,7 @@ void srv_h_consult_leave(srv_req *r, const proto_request *pr)
         x->r = r;
         if (srv_cc_leave(s->tid, id, s->member_id, leave_cluster_cb, x) != 0) {
             free(x);
-            srv_req_error(r, 503, "unavailable", "consult rooms unavailable (Redis); retry later");
+            rooms_unavailable(r);
         }
         return;
     }
@@ -1472,7 +1478,7 @@ void srv_h_consult_end(srv_req *r, const proto_request *pr)
     if (cluster() && !srv_broker_shard_up(srv_broker_shard_of(s->tid))) {
         /* the room could not be deleted: end nothing rather than half */
         free(c);
-        srv_req_error(r, 503, "unavailable", "consult rooms unavailable (Redis); retry later");
+        rooms_unavailable(r);
         return;
     }
     c->r = r;
