@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { createDatabase, startServer, sqlValue, INKWIRE_BIN } from './harness.mjs';
+import { createDatabase, startServer, stopClean, sqlValue, INKWIRE_BIN } from './harness.mjs';
 
 const BOT = path.join(path.dirname(INKWIRE_BIN), 'inkwire-bot');
 
@@ -21,8 +21,7 @@ before(async () => {
 });
 
 after(async () => {
-  const info = await server?.stop();
-  if (info) assert.equal(info.code, 0, `server exit ${JSON.stringify(info)}: ${server.output().slice(-2000)}`);
+  if (server) await stopClean(server);
 });
 
 /** Runs the bot with args; resolves { code, stdout, stderr }. Killed after 60 s. */

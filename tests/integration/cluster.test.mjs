@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import {
   createDatabase, startCluster, startRedis, startServer, provisionTenant, token, connect, client, closeAll,
   waitFor, admin, uuid,
+  stopClean,
 } from './harness.mjs';
 
 let db;
@@ -24,10 +25,7 @@ before(async () => {
 after(async () => {
   closeAll();
   for (const n of nodes || []) {
-    const info = await n.stop();
-    // a clean drain exits 0; a sanitizer report (ASan builds) would say so here
-    assert.ok(!/Sanitizer/.test(n.output()), n.output().slice(-3000));
-    assert.equal(info.code, 0, `node exit ${JSON.stringify(info)}`);
+    await stopClean(n);
   }
   await redis?.stop();
 });
@@ -213,10 +211,7 @@ describe('a hole that only a node\'s own commit shows', () => {
       assert.deepEqual(raw(sub, ch).map((f) => f.data.text), ['missed by B', 'B\'s own']);
     } finally {
       for (const s of socks) s.close();
-      for (const n of [a, b]) {
-        const info = await n.stop();
-        assert.equal(info.code, 0, `node exit ${JSON.stringify(info)}: ${n.output().slice(-2000)}`);
-      }
+      for (const n of [a, b]) await stopClean(n);
     }
   });
 });

@@ -13,6 +13,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import {
   createDatabase, startCluster, startRedis, startServer, provisionTenant, token, connect, closeAll,
   waitFor, withDeadline, InkwireError, randomHex,
+  stopClean,
 } from './harness.mjs';
 
 const GRACE_S = 2;
@@ -102,9 +103,7 @@ after(async () => {
   closeAll();
   try {
     for (const n of nodes || []) {
-      const info = await n.stop();
-      assert.ok(!/Sanitizer/.test(n.output()), n.output().slice(-3000));
-      assert.equal(info.code, 0, `node exit ${JSON.stringify(info)}\n${n.output().slice(-3000)}`);
+      await stopClean(n);
     }
   } finally {
     for (const n of nodes || []) await n.stop();
@@ -365,9 +364,7 @@ describe('two workers of one node (the default with Redis: one per CPU)', () => 
   after(async () => {
     closeAll();
     if (node) {
-      const info = await node.stop();
-      assert.ok(!/Sanitizer/.test(node.output()), node.output().slice(-3000));
-      assert.equal(info.code, 0, `node exit ${JSON.stringify(info)}\n${node.output().slice(-3000)}`);
+      await stopClean(node);
     }
   });
 

@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import assert from 'node:assert/strict';
 
 import { InkwireClient } from '../../protocol/js/inkwire.js';
 
@@ -255,6 +256,17 @@ export async function startServer({ db, env = {} } = {}) {
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * stopClean -- stop() a server (SIGTERM, drain) and assert it went cleanly:
+ * no sanitizer report in its output (ASan builds) and exit code 0.
+ */
+export async function stopClean(server) {
+  const info = await server.stop();
+  assert.ok(!/Sanitizer/.test(server.output()), server.output().slice(-3000));
+  assert.equal(info.code, 0, `node exit ${JSON.stringify(info)}\n${server.output().slice(-3000)}`);
+  return info;
 }
 
 // ------------------------------------------------------------------ server API

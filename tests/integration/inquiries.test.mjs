@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import {
   createDatabase, startCluster, startRedis, provisionTenant, token, connect, closeAll, waitFor,
   sqlValue, psql,
+  stopClean,
 } from './harness.mjs';
 
 let db;
@@ -22,10 +23,7 @@ before(async () => {
 after(async () => {
   closeAll();
   for (const n of nodes || []) {
-    const info = await n.stop();
-    // a clean drain exits 0; a sanitizer report (ASan builds) would say so here
-    assert.ok(!/Sanitizer/.test(n.output()), n.output().slice(-3000));
-    assert.equal(info.code, 0, `node exit ${JSON.stringify(info)}`);
+    await stopClean(n);
   }
   await redis?.stop();
 });

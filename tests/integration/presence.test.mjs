@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import {
   createDatabase, startCluster, startRedis, startServer, provisionTenant, token, connect, client,
   closeAll, waitFor, sqlValue, uuid, admin,
+  stopClean,
 } from './harness.mjs';
 
 const LEASE_S = 3;
@@ -33,9 +34,7 @@ describe('presence across nodes', () => {
   after(async () => {
     closeAll();
     for (const n of nodes || []) {
-      const info = await n.stop();
-      assert.ok(!/Sanitizer/.test(n.output()), n.output().slice(-3000));
-      assert.equal(info.code, 0, `node exit ${JSON.stringify(info)}`);
+      await stopClean(n);
     }
     await redis?.stop();
   });

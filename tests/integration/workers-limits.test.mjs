@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import {
   createDatabase, startRedis, startServer, provisionTenant, token, connect, rawSocket, rawSession,
   closeAll, waitFor, randomHex,
+  stopClean,
 } from './harness.mjs';
 
 let db;
@@ -31,9 +32,7 @@ before(async () => {
 after(async () => {
   closeAll();
   if (node) {
-    const info = await node.stop();
-    assert.ok(!/Sanitizer/.test(node.output()), node.output().slice(-3000));
-    assert.equal(info.code, 0, `node exit ${JSON.stringify(info)}\n${node.output().slice(-3000)}`);
+    await stopClean(node);
   }
   await redis?.stop();
 });

@@ -11,6 +11,7 @@ import { spawnSync } from 'node:child_process';
 import {
   createDatabase, startRedis, startServer, provisionTenant, token, connect, closeAll,
   waitFor, uuid, randomHex, INKWIRE_BIN,
+  stopClean,
 } from './harness.mjs';
 
 let db;
@@ -35,9 +36,7 @@ before(async () => {
 after(async () => {
   closeAll();
   if (node) {
-    const info = await node.stop();
-    assert.ok(!/Sanitizer/.test(node.output()), node.output().slice(-3000));
-    assert.equal(info.code, 0, `node exit ${JSON.stringify(info)}\n${node.output().slice(-3000)}`);
+    await stopClean(node);
   }
   await redis?.stop();
 });
