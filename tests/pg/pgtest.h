@@ -78,6 +78,19 @@ static inline PGconn *su_conn(void)
     return pg;
 }
 
+/* pgtest_url -- INKWIRE_TEST_DATABASE_URL (a superuser login to a scratch
+ * database), or NULL after saying on stderr, as `prog`, that it is unset. */
+static inline const char *pgtest_url(const char *prog)
+{
+    const char *u = getenv("INKWIRE_TEST_DATABASE_URL");
+    if (!u || !*u) {
+        fprintf(stderr, "%s: INKWIRE_TEST_DATABASE_URL is not set (a superuser URL of a scratch "
+                        "database, e.g. postgresql://inkwire@127.0.0.1:55432/postgres)\n", prog);
+        return NULL;
+    }
+    return u;
+}
+
 /* The loop for a group of tests, and its clean close. */
 static inline int pgtest_group_setup(void **state)
 {

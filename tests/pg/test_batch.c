@@ -662,12 +662,8 @@ static void test_no_reentrant_callbacks(void **state)
 
 int main(void)
 {
-    g_url = getenv("INKWIRE_TEST_DATABASE_URL");
-    if (!g_url || !*g_url) {
-        fprintf(stderr, "test_batch: INKWIRE_TEST_DATABASE_URL is not set (a superuser URL of a "
-                        "scratch database)\n");
+    if (!(g_url = pgtest_url("test_batch")))
         return 1;
-    }
     snprintf(g_pool_url, sizeof g_pool_url, "%s%capplication_name=inkwire_test_batch", g_url,
              strchr(g_url, '?') ? '&' : '?');
     const struct CMUnitTest tests[] = {

@@ -143,12 +143,8 @@ static void test_one_by_one(void **state)
 
 int main(void)
 {
-    g_url = getenv("INKWIRE_TEST_DATABASE_URL");
-    if (!g_url || !*g_url) {
-        fprintf(stderr, "test_last_seen: INKWIRE_TEST_DATABASE_URL is not set (a superuser URL "
-                        "of a scratch database)\n");
+    if (!(g_url = pgtest_url("test_last_seen")))
         return 1;
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_merged),
         cmocka_unit_test(test_one_by_one),

@@ -480,12 +480,8 @@ static void test_generic_plan_probes_by_key(void **state)
 
 int main(void)
 {
-    g_url = getenv("INKWIRE_TEST_DATABASE_URL");
-    if (!g_url || !*g_url) {
-        fprintf(stderr, "test_send_many: INKWIRE_TEST_DATABASE_URL is not set (a superuser URL "
-                        "of a scratch database)\n");
+    if (!(g_url = pgtest_url("test_send_many")))
         return 1;
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_merged),
         cmocka_unit_test(test_one_by_one),

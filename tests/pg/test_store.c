@@ -870,12 +870,8 @@ static void test_close_shared_pool(void **state)
 
 int main(void)
 {
-    g_url = getenv("INKWIRE_TEST_DATABASE_URL");
-    if (!g_url || !*g_url) {
-        fprintf(stderr, "test_store: INKWIRE_TEST_DATABASE_URL is not set (a superuser URL of a "
-                        "scratch database, e.g. postgresql://inkwire@127.0.0.1:55432/postgres)\n");
+    if (!(g_url = pgtest_url("test_store")))
         return 1;
-    }
     if (!strncmp(g_url, "postgres://", 11) || !strncmp(g_url, "postgresql://", 13))
         snprintf(g_pool_url, sizeof g_pool_url, "%s%capplication_name=inkwire_test_store", g_url,
                  strchr(g_url, '?') ? '&' : '?');
